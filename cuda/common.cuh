@@ -19,4 +19,16 @@ inline unsigned grid_for(int64_t work, int threads, int64_t cap = 1 << 20) {
   return unsigned(g < cap ? g : cap);
 }
 
+// Streaming multiprocessors of the current device (asked once per device).
+inline int sm_count() {
+  static int cached[64] = {};
+  int dev = 0;
+  COIL_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 64 && cached[dev] > 0) return cached[dev];
+  int n = 0;
+  COIL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 64) cached[dev] = n;
+  return n;
+}
+
 }  // namespace coil::cuda

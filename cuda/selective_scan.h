@@ -46,12 +46,20 @@ struct ScanParams {
   void* out = nullptr;
   float* hT = nullptr;            // final state h_{len-1}, or null
   float* chunk_states = nullptr;  // filled by the fwd for the bwd, or null (inference)
+  // Time segments (small batches, see selective_scan_common.cuh): 0 lets the
+  // launchers choose from the GPU's size; > 0 forces that many (tests).
+  int segments = 0;
+  void* fwd_workspace = nullptr;  // scan_fwd_workspace_bytes(p) bytes, 16-byte aligned
 };
 
 // Steps per chunk: the forward saves the state entering each chunk.
 constexpr int64_t kScanChunk = 64;
 // Chunks for a sequence of `len` steps: chunk_states holds batch*dim*n*dstate floats.
 int64_t scan_num_chunks(int64_t len);
+
+// Scratch of the forward (segment summaries; 0 when the current device runs
+// the scan unsegmented).
+size_t scan_fwd_workspace_bytes(const ScanParams& p);
 
 // Launches on `stream`; returns without synchronising.
 void selective_scan_fwd(const ScanParams& p, void* stream);

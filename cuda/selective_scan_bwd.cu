@@ -19,6 +19,7 @@
 #include "cuda/common.cuh"
 #include "cuda/selective_scan.h"
 #include "cuda/selective_scan_bwd_kernel.cuh"
+#include "cuda/selective_scan_seg_kernel.cuh"
 
 namespace coil::cuda {
 namespace scan {
@@ -40,10 +41,37 @@ void dispatch_bwd(const ScanParams& p, const BwdArgs& a, dim3 grid, size_t smem,
   else launch_bwd<IO, BC, false, false>(a, grid, smem, st);
 }
 
+template <class IO, class BC>
+void launch_seg(const SegArgs& a, cudaStream_t st) {
+  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch), unsigned(a.seg.n_seg - 1));
+  seg_kernel<IO, BC, true><<<grid, kThreads, seg_smem_bytes(), st>>>(a);
+  COIL_CUDA_LAUNCH_CHECK();
+}
+void launch_seg_summary(const ScanParams& p, const SegArgs& a, cudaStream_t st) {
+  if (p.io == DType::f32) {
+    if (p.bc == DType::f32) launch_seg<float, float>(a, st);
+    else launch_seg<float, coil::bf16>(a, st);
+  } else {
+    if (p.bc == DType::f32) launch_seg<coil::bf16, float>(a, st);
+    else launch_seg<coil::bf16, coil::bf16>(a, st);
+  }
+}
+
+// Segments: enough blocks for about two waves of the backward kernel (the
+// summary pass is cheap next to it).
+SegPlan bwd_plan(const ScanParams& p) {
+  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return SegPlan{};
+  const int per_sm = (p.var_B && !p.var_C) ? kBwdMinBlocks<true, false> : kBwdMinBlocks<true, true>;
+  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 2 * int64_t(sm_count()) * per_sm,
+                       p.segments);
+}
+
 }  // namespace
 }  // namespace scan
 
-size_t scan_bwd_workspace_bytes(const ScanParams& p) { return size_t(scan::ws_layout(p).total) * sizeof(float); }
+size_t scan_bwd_workspace_bytes(const ScanParams& p) {
+  return size_t(scan::ws_layout(p, scan::bwd_plan(p).n_seg).total) * sizeof(float);
+}
 
 void selective_scan_bwd(const ScanParams& p, const ScanGrads& gr, void* stream) {
   using namespace scan;
@@ -65,11 +93,13 @@ void selective_scan_bwd(const ScanParams& p, const ScanGrads& gr, void* stream) 
   COIL_CHECK(!work || (p.A && p.B && p.C && (!p.has_D || p.D) && (!p.has_delta_bias || p.delta_bias)),
              "selective_scan_bwd: a required parameter is null");
   auto st = static_cast<cudaStream_t>(stream);
+  const SegPlan plan = bwd_plan(p);
 
   if (work) {
-    const BwdArgs a = make_bwd_args(p, gr);
-    const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch));
+    const BwdArgs a = make_bwd_args(p, gr, plan);
+    const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), unsigned(plan.n_seg));
     const size_t smem = bwd_smem_bytes(a);
+    if (plan.n_seg > 1) launch_seg_summary(p, make_seg_args(p, plan, true, gr.dout, a.seg_g, a.seg_dt), st);
 #ifdef COIL_SCAN_DEV_IO  // resource-report experiments: compile one instantiation only, e.g.
     // -DCOIL_SCAN_DEV_IO=coil::bf16 -DCOIL_SCAN_DEV_BC=coil::bf16 -DCOIL_SCAN_DEV_VB=true -DCOIL_SCAN_DEV_VC=true
     launch_bwd<COIL_SCAN_DEV_IO, COIL_SCAN_DEV_BC, COIL_SCAN_DEV_VB, COIL_SCAN_DEV_VC>(a, grid, smem, st);
@@ -85,7 +115,7 @@ void selective_scan_bwd(const ScanParams& p, const ScanGrads& gr, void* stream) 
   }
 
   SumJobs js{};
-  const int nj = make_sum_jobs(p, gr, work, js);
+  const int nj = make_sum_jobs(p, gr, work, plan.n_seg, js);
   if (nj > 0) {
     sum_parts_kernel<<<dim3(sum_grid_x(js, nj), unsigned(nj)), 256, 0, st>>>(js);
     COIL_CUDA_LAUNCH_CHECK();

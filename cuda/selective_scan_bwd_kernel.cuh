@@ -10,6 +10,7 @@ namespace {
 struct BwdArgs {
   int64_t batch, dim, len, dstate;
   int n_rounds, n_tiles;
+  SegPlan seg;
   bool has_D, has_z, has_bias, softplus, vec_io, vec_bc;
   const void *u, *delta, *B, *C, *z, *dout;
   const float *A, *D, *bias, *dhT, *chunk_states;
@@ -17,6 +18,9 @@ struct BwdArgs {
   float* dh0;
   // workspace partials
   float *dA_part, *dD_part, *dbias_part, *dBc_part, *dCc_part, *carry_ws, *dBv_part, *dCv_part;
+  // Segment summaries (seg.n_seg > 1): per (b, d, segment) dL/dh entering the
+  // segment from inside it (dstate floats) and its sum of dt.
+  float *seg_g, *seg_dt;
 };
 
 // Shared memory (floats): u, dt, dy, sum G B, sum A G a h (32 x kRow each);
@@ -60,6 +64,18 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
   const int64_t L = a.len, N = a.dstate, dim = a.dim;
   const bool dok = d < dim;
   const int64_t lane_row = (b * dim + d) * N;  // (b, d, :) in state-shaped arrays
+  // Time segment (grid z): tiles k0..k1-1. Per-(b, d) partials are per segment
+  // too (summed with the batch in the fixed-order sums); dh0 comes from segment 0.
+  const int seg = blockIdx.z;
+  int k0, k1;
+  seg_tiles(a.seg, a.n_tiles, seg, k0, k1);
+  const int64_t seg_bdn = seg * a.batch * dim * N, seg_chan = seg * a.batch * VPR * dim;
+  float* const dA_part = a.dA_part + seg_bdn;
+  float* const dBc_part = a.dBc_part + seg_bdn;
+  float* const dCc_part = a.dCc_part + seg_bdn;
+  float* const carry_ws = a.carry_ws + seg_bdn;
+  float* const dD_part = a.dD_part + seg_chan;
+  float* const dbias_part = a.dbias_part + seg_chan;
   const IO* u = static_cast<const IO*>(a.u);
   const IO* delta = static_cast<const IO*>(a.delta);
   const IO* z = static_cast<const IO*>(a.z);
@@ -81,10 +97,16 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       A2[s] = ok ? __ldg(a.A + d * N + n) * kLog2e : 0.f;
       if constexpr (!kVarB) Bc[s] = ok ? ld_f(Bp + d * N + n) : 0.f;
       if constexpr (!kVarC) Cc[s] = ok ? ld_f(Cp + d * N + n) : 0.f;
-      if (first)
+      if (first) {
+        // dhT carried back through the summaries of the later segments.
         carry[s] = (ok && a.dhT) ? a.dhT[lane_row + n] : 0.f;
-      else
-        carry[s] = ok ? a.carry_ws[lane_row + n] : 0.f;
+        for (int j = a.seg.n_seg - 1; j > seg && ok; --j) {
+          const int64_t sj = (b * dim + d) * a.seg.n_seg + j;
+          carry[s] = fmaf(ex2(a.seg_dt[sj] * A2[s]), carry[s], a.seg_g[sj * N + n]);
+        }
+      } else {
+        carry[s] = ok ? carry_ws[lane_row + n] : 0.f;
+      }
     }
   };
   auto store_carry = [&](int r, bool last) {
@@ -92,8 +114,8 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
     for (int s = 0; s < 4; ++s) {
       const int64_t n = int64_t(r) * kRound + 4 * g + s;
       if (!dok || n >= N) continue;
-      if (multi) a.carry_ws[lane_row + n] = carry[s];
-      if (last && a.dh0) a.dh0[lane_row + n] = carry[s];
+      if (multi) carry_ws[lane_row + n] = carry[s];
+      if (last && seg == 0 && a.dh0) a.dh0[lane_row + n] = carry[s];
     }
   };
   // part[(b, d, n)] = (first tile ? 0 : part) + v, for the lane's states of round r.
@@ -176,7 +198,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       for (int i = 0; i < V; i += 4)
         *reinterpret_cast<float4*>(dy_s + cc * kRow + j * V + i) = make_float4(dyv[i], dyv[i + 1], dyv[i + 2], dyv[i + 3]);
       if (want_dz) {
-        add_chan(a.dD_part, m, first, sum);
+        add_chan(dD_part, m, first, sum);
         if (a.has_z && ok && a.dz) store_vec<IO>(static_cast<IO*>(a.dz) + row, t, L, a.vec_io, dzv);
       }
     }
@@ -184,9 +206,9 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
 
   if (!multi) load_state(0, true);
 
-  for (int k = a.n_tiles - 1; k >= 0; --k) {
+  for (int k = k1 - 1; k >= k0; --k) {
     const int64_t t0 = int64_t(k) * kT;
-    const bool first = k == a.n_tiles - 1;  // first tile visited: partials start here
+    const bool first = k == k1 - 1;  // first tile visited: partials start here
     // ---- stage u, dt (and dy when dstate > 16; else it follows pass 1).
 #pragma unroll 1
     for (int m = 0; m < MI; ++m) {
@@ -395,10 +417,10 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
           }
         }
       }
-      add_part(a.dA_part, r, first, dAt);
-      if constexpr (!kVarB) add_part(a.dBc_part, r, first, dBt);
-      if constexpr (!kVarC) add_part(a.dCc_part, r, first, dCt);
-      if (multi) store_carry(r, k == 0);
+      add_part(dA_part, r, first, dAt);
+      if constexpr (!kVarB) add_part(dBc_part, r, first, dBt);
+      if constexpr (!kVarC) add_part(dCc_part, r, first, dCt);
+      if (multi) store_carry(r, k == k0);
     }
     if (multi) {
       __syncthreads();
@@ -435,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
           if (t + i0 + i < L) sum += gd;
         }
       }
-      add_chan(a.dbias_part, m, first, sum);
+      add_chan(dbias_part, m, first, sum);
       if (ok) {
         const int64_t row = (b * dim + dd) * L;
         store_vec<IO>(static_cast<IO*>(a.du) + row, t, L, a.vec_io, duv);
@@ -477,17 +499,20 @@ __global__ void __launch_bounds__(256) sum_parts_kernel(const __grid_constant__ 
 
 // ---- host side: workspace layout, the kernels' arguments ---------------------------
 
-// Workspace, in floats, each region rounded up to 64 floats (256 bytes):
-//   dA, LTI dB, LTI dC  [B][D][N]   per-(b, d, n) sums over time
-//   dD, d(delta_bias)   [B][VPR][D] per-(b, thread slot j, d) sums over time
-//   carry               [B][D][N]   dL/dh between tiles, dstate > 16 only
+// Workspace, in floats, each region rounded up to 64 floats (256 bytes);
+// S = the number of time segments:
+//   dA, LTI dB, LTI dC  [S][B][D][N]   per-(segment, b, d, n) sums over time
+//   dD, d(delta_bias)   [S][B][VPR][D] per-(segment, b, thread slot j, d) sums over time
+//   carry               [S][B][D][N]   dL/dh between tiles, dstate > 16 only
 //   selective dB, dC    [n_cg][B][N][L] per-channel-group sums over channels
+//   segment summaries   [B][D][S][N] and [B][D][S], S > 1 only
 constexpr int kMaxVPR = kT / 4;
 struct WsLayout {
-  int64_t dA, dD, dbias, dBc, dCc, carry, dBv, dCv, total;
+  int64_t dA, dD, dbias, dBc, dCc, carry, dBv, dCv, seg_g, seg_dt, total;
 };
-inline WsLayout ws_layout(const ScanParams& p) {
-  const int64_t BD = p.batch * p.dim, BDN = BD * p.dstate, n_cg = (p.dim + kCh - 1) / kCh;
+inline WsLayout ws_layout(const ScanParams& p, int n_seg) {
+  const int64_t S = n_seg;
+  const int64_t BD = p.batch * p.dim, BDN = BD * p.dstate * S, n_cg = (p.dim + kCh - 1) / kCh;
   const int64_t var_bc = n_cg * p.batch * p.dstate * p.len;
   auto up = [](int64_t n) { return (n + 63) / 64 * 64; };
   WsLayout w{};
@@ -498,22 +523,26 @@ inline WsLayout ws_layout(const ScanParams& p) {
     return at;
   };
   w.dA = take(BDN);
-  w.dD = take(BD * kMaxVPR);
-  w.dbias = take(BD * kMaxVPR);
+  w.dD = take(BD * kMaxVPR * S);
+  w.dbias = take(BD * kMaxVPR * S);
   w.dBc = take(p.var_B ? 0 : BDN);
   w.dCc = take(p.var_C ? 0 : BDN);
   w.carry = take(p.dstate > kRound ? BDN : 0);
   w.dBv = take(p.var_B ? var_bc : 0);
   w.dCv = take(p.var_C ? var_bc : 0);
+  w.seg_g = take(S > 1 ? BDN : 0);
+  w.seg_dt = take(S > 1 ? BD * S : 0);
   w.total = off;
   return w;
 }
 
-// Grid: (ceil(dim / 32), batch) blocks of kThreads; needs batch, dim, len > 0.
-inline BwdArgs make_bwd_args(const ScanParams& p, const ScanGrads& gr) {
-  const WsLayout wl = ws_layout(p);
+// Grid: (ceil(dim / 32), batch, n_seg) blocks of kThreads; needs batch, dim, len > 0.
+inline BwdArgs make_bwd_args(const ScanParams& p, const ScanGrads& gr, const SegPlan& s) {
+  const WsLayout wl = ws_layout(p, s.n_seg);
   float* ws = static_cast<float*>(gr.workspace);
   BwdArgs a{};
+  a.seg = s;
+  a.seg_g = ws + wl.seg_g, a.seg_dt = ws + wl.seg_dt;
   a.batch = p.batch, a.dim = p.dim, a.len = p.len, a.dstate = p.dstate;
   a.n_rounds = int((p.dstate + kRound - 1) / kRound);
   a.n_tiles = int(num_tiles(p.len));
@@ -538,13 +567,13 @@ inline size_t bwd_smem_bytes(const BwdArgs& a) {
 // The fixed-order sums that turn the partials into the gradients; `ran` says
 // whether bwd_kernel ran (else every sum is over nothing: zeros). Returns the
 // number of jobs; sum_parts_kernel runs on grid (sum_grid_x, jobs) x 256.
-inline int make_sum_jobs(const ScanParams& p, const ScanGrads& gr, bool ran, SumJobs& js) {
-  const WsLayout wl = ws_layout(p);
+inline int make_sum_jobs(const ScanParams& p, const ScanGrads& gr, bool ran, int n_seg, SumJobs& js) {
+  const WsLayout wl = ws_layout(p, n_seg);
   const float* ws = static_cast<const float*>(gr.workspace);
   const int64_t B = p.batch, Dm = p.dim, N = p.dstate, L = p.len;
   const int64_t DN = Dm * N, n_cg = (Dm + kCh - 1) / kCh;
-  const int parts_b = ran ? int(B) : 0;
-  const int parts_bj = ran ? int(B * (kT / int(16 / element_size(p.io)))) : 0;  // (b, j) slots
+  const int parts_b = ran ? int(n_seg * B) : 0;                                          // (segment, b)
+  const int parts_bj = ran ? int(n_seg * B * (kT / int(16 / element_size(p.io)))) : 0;  // (segment, b, j)
   int nj = 0;
   auto add = [&](const float* in, void* out, int64_t count, int64_t stride, int parts, bool bf) {
     if (out && count > 0) js.job[nj++] = SumJob{in, out, count, stride, parts, bf};

@@ -176,6 +176,95 @@ __device__ __forceinline__ float rs4_over_states(float* v, int g) {
   return v[0];
 }
 
+// ---- time segments (small batches) ---------------------------------------------
+//
+// A block walks its channels' tiles one after another, so with few
+// (batch, channel-group) blocks most of the GPU idles (batch 1 at D 1536 is 48
+// blocks on 132 SMs). Time is then cut into n_seg segments of tps tiles, each
+// its own block (grid z). The recurrence is linear in the state, so a segment's
+// effect on the state is an affine map: h_end = 2^(A2 * sum dt) * h_begin +
+// h_end(from zero). A summary pass (selective_scan_seg_kernel.cuh) computes
+// each segment's end state from zero and its sum of dt; the main kernel's block
+// for segment s starts from h0 carried through the summaries of segments
+// 0..s-1 (the backward likewise carries dL/dh from dhT through the later
+// segments). The summary pass repeats the exp work of the recurrence, so
+// segments are used only when blocks would otherwise leave SMs idle.
+struct SegPlan {
+  int n_seg = 1, tps = 0;  // segments, tiles per segment (the last may be shorter)
+};
+constexpr int kMinSegTiles = 2;  // shortest segment the automatic plan makes
+// `base` blocks without segments, `slots` blocks the GPU runs at once;
+// `forced` > 0 asks for that many segments (tests), 0 chooses.
+inline SegPlan plan_segments(int64_t n_tiles, int64_t base, int64_t slots, int forced) {
+  SegPlan s;
+  if (n_tiles <= 0) return s;
+  int64_t want = forced > 0 ? forced : slots / (base > 0 ? base : 1);
+  const int64_t cap = forced > 0 ? n_tiles : n_tiles / kMinSegTiles;
+  want = want > cap ? cap : want;
+  want = want < 1 ? 1 : want;
+  s.tps = int((n_tiles + want - 1) / want);
+  s.n_seg = int((n_tiles + s.tps - 1) / s.tps);  // no empty segment
+  return s;
+}
+__device__ __forceinline__ void seg_tiles(const SegPlan& s, int n_tiles, int seg, int& k0, int& k1) {
+  k0 = seg * s.tps;
+  k1 = k0 + s.tps < n_tiles ? k0 + s.tps : n_tiles;
+}
+
+// ---- staging a tile ----------------------------------------------------------------
+
+// dt = softplus(delta + bias) as the kernels use it.
+__device__ __forceinline__ float dt_of(float delta, float bias, bool softplus) {
+  const float x = delta + bias;
+  return softplus ? softplus_f(x) : x;
+}
+
+// The tile at t0 of the block's 32 channels (d0..) into shared rows of kRow
+// floats: u (when u_s is non-null) and dt. Zero past len and for channels past
+// dim, so padded steps leave every state unchanged. All threads take part.
+template <class IO>
+__device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, const float* bias, bool softplus, bool vec,
+                                           int64_t b, int64_t d0, int64_t dim, int64_t L, int64_t t0, int tid,
+                                           float* u_s, float* dt_s) {
+  constexpr int V = Vec<IO>::V, VPR = kT / V;
+#pragma unroll 1
+  for (int m = 0; m < kCh * VPR / kThreads; ++m) {
+    const int idx = tid + kThreads * m, cc = idx / VPR, j = idx % VPR;
+    const int64_t dd = d0 + cc, t = t0 + j * V;
+    const bool ok = dd < dim;
+    const int64_t row = (b * dim + dd) * L;
+    float uv[V], dv[V];
+    if (u_s) load_vec<IO>(ok ? u + row : nullptr, t, L, vec, uv);
+    load_vec<IO>(ok ? delta + row : nullptr, t, L, vec, dv);
+    const float bs = (ok && bias) ? __ldg(bias + dd) : 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) dv[i] = (ok && t + i < L) ? dt_of(dv[i], bs, softplus) : 0.f;
+#pragma unroll
+    for (int i = 0; i < V; i += 4) {
+      if (u_s) *reinterpret_cast<float4*>(u_s + cc * kRow + j * V + i) = make_float4(uv[i], uv[i + 1], uv[i + 2], uv[i + 3]);
+      *reinterpret_cast<float4*>(dt_s + cc * kRow + j * V + i) = make_float4(dv[i], dv[i + 1], dv[i + 2], dv[i + 3]);
+    }
+  }
+}
+
+// Round r's selective B (or C) of the tile at t0 into X_s (time-major, kRound
+// states per step) so a lane reads its 4 states as one float4: thread ->
+// (state n fastest, vector j), each state row read in 32-byte pieces.
+template <class BC>
+__device__ __forceinline__ void stage_states(const BC* X, bool vec, int64_t b, int64_t N, int64_t L, int r,
+                                             int64_t t0, int tid, float* X_s) {
+  constexpr int VB = Vec<BC>::V, VPRB = kT / VB;
+#pragma unroll
+  for (int m = 0; m < kRound * VPRB / kThreads; ++m) {
+    const int idx = tid + kThreads * m, nl = idx % kRound, j = idx / kRound;
+    const int64_t n = int64_t(r) * kRound + nl;
+    float v[VB];
+    load_vec<BC>(n < N ? X + (b * N + n) * L : nullptr, t0 + j * VB, L, vec, v);
+#pragma unroll
+    for (int i = 0; i < VB; ++i) X_s[(j * VB + i) * kRound + nl] = v[i];
+  }
+}
+
 // ---- the recurrence ------------------------------------------------------------
 
 // The lane's 4 values of B (or C) at tile step t: from the staged time-major

@@ -11,6 +11,7 @@
 #include "cuda/common.cuh"
 #include "cuda/selective_scan.h"
 #include "cuda/selective_scan_fwd_kernel.cuh"
+#include "cuda/selective_scan_seg_kernel.cuh"
 
 namespace coil::cuda {
 
@@ -28,6 +29,13 @@ void launch_fwd(const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t st) {
 }
 
 template <class IO, class BC>
+void launch_seg(const SegArgs& a, cudaStream_t st) {
+  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch), unsigned(a.seg.n_seg - 1));
+  seg_kernel<IO, BC, false><<<grid, kThreads, seg_smem_bytes(), st>>>(a);
+  COIL_CUDA_LAUNCH_CHECK();
+}
+
+template <class IO, class BC>
 void dispatch_fwd(const ScanParams& p, const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t st) {
   if (p.var_B && p.var_C) launch_fwd<IO, BC, true, true>(a, grid, smem, st);
   else if (p.var_B) launch_fwd<IO, BC, true, false>(a, grid, smem, st);
@@ -37,6 +45,31 @@ void dispatch_fwd(const ScanParams& p, const FwdArgs& a, dim3 grid, size_t smem,
 
 }  // namespace
 }  // namespace scan
+
+namespace scan {
+namespace {
+// Blocks of the forward kernel one SM holds (its __launch_bounds__).
+constexpr int kFwdBlocksPerSm = 6;
+SegPlan fwd_plan(const ScanParams& p) {
+  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, int64_t(sm_count()) * kFwdBlocksPerSm,
+                       p.segments);
+}
+void launch_seg_summary(const ScanParams& p, const SegArgs& a, cudaStream_t st) {
+  if (p.io == DType::f32) {
+    if (p.bc == DType::f32) launch_seg<float, float>(a, st);
+    else launch_seg<float, coil::bf16>(a, st);
+  } else {
+    if (p.bc == DType::f32) launch_seg<coil::bf16, float>(a, st);
+    else launch_seg<coil::bf16, coil::bf16>(a, st);
+  }
+}
+}  // namespace
+}  // namespace scan
+
+size_t scan_fwd_workspace_bytes(const ScanParams& p) {
+  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return 0;
+  return size_t(scan::fwd_ws_floats(p, scan::fwd_plan(p))) * sizeof(float);
+}
 
 void selective_scan_fwd(const ScanParams& p, void* stream) {
   using namespace scan;
@@ -49,10 +82,15 @@ void selective_scan_fwd(const ScanParams& p, void* stream) {
   COIL_CHECK((p.len == 0 || (p.u && p.delta && p.out && (!p.has_z || p.z))) && p.A && p.B && p.C &&
                  (!p.has_D || p.D) && (!p.has_delta_bias || p.delta_bias),
              "selective_scan_fwd: a required buffer is null");
-  const FwdArgs a = make_fwd_args(p);
-  const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch));
+  const SegPlan plan = p.len > 0 ? fwd_plan(p) : SegPlan{};
+  float* ws = static_cast<float*>(p.fwd_workspace);
+  COIL_CHECK(plan.n_seg == 1 || (ws && aligned16(ws)),
+             "selective_scan_fwd: the workspace (scan_fwd_workspace_bytes) is missing or not 16-byte aligned");
+  const FwdArgs a = make_fwd_args(p, plan, ws);
+  const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), unsigned(plan.n_seg));
   const size_t smem = fwd_smem_bytes(a);
   auto st = static_cast<cudaStream_t>(stream);
+  if (plan.n_seg > 1) launch_seg_summary(p, make_seg_args(p, plan, false, nullptr, a.seg_h, a.seg_dt), st);
   if (p.io == DType::f32) {
     if (p.bc == DType::f32) dispatch_fwd<float, float>(p, a, grid, smem, st);
     else dispatch_fwd<float, coil::bf16>(p, a, grid, smem, st);

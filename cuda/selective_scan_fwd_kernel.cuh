@@ -10,11 +10,15 @@ namespace {
 struct FwdArgs {
   int64_t batch, dim, len, dstate;
   int n_rounds, n_tiles;
+  SegPlan seg;
   bool has_D, has_z, has_bias, softplus, vec_io, vec_bc;
   const void *u, *delta, *B, *C, *z;
   const float *A, *D, *bias, *h0;
   void* out;
   float *hT, *chunk_states;
+  // Segment summaries (seg.n_seg > 1): per (b, d, segment) the end state from
+  // zero (dstate floats) and the sum of dt; see "time segments" in the common header.
+  float *seg_h, *seg_dt;
 };
 
 // Shared memory (floats): u, dt, y tiles (32 x kRow each), B, C tiles
@@ -36,6 +40,9 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
   const int tid = threadIdx.x, lane = tid & 31, g = lane & 3;
   const int c = (tid >> 5) * 8 + (lane >> 2);
   const int64_t b = blockIdx.y, d0 = int64_t(blockIdx.x) * kCh, d = d0 + c;
+  const int seg = blockIdx.z;
+  int k0, k1;
+  seg_tiles(a.seg, a.n_tiles, seg, k0, k1);
   const int64_t L = a.len, N = a.dstate, dim = a.dim;
   const bool dok = d < dim;
   const bool multi = a.n_rounds > 1;
@@ -58,11 +65,19 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
       if constexpr (!kVarC) Cc[s] = ok ? ld_f(Cp + d * N + n) : 0.f;
     }
   };
+  // The state entering the block's first tile: h0 (or zero), carried through
+  // the summaries of the earlier segments. Needs the round's A2 (load_round).
   auto init_state = [&](int r, float* hh) {
+    const int64_t bd = b * dim + d;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       const int64_t n = int64_t(r) * kRound + 4 * g + s;
-      hh[s] = (dok && n < N && a.h0) ? a.h0[(b * dim + d) * N + n] : 0.f;
+      const bool ok = dok && n < N;
+      hh[s] = (ok && a.h0) ? a.h0[bd * N + n] : 0.f;
+      for (int j = 0; j < seg && ok; ++j) {
+        const int64_t sj = bd * a.seg.n_seg + j;
+        hh[s] = fmaf(ex2(a.seg_dt[sj] * A2[s]), hh[s], a.seg_h[sj * N + n]);
+      }
     }
   };
   auto save_state = [&](float* dst, int r, const float* hh) {  // dst: (b, d, ...) row of dstate floats
@@ -100,13 +115,14 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
   } else {
     for (int r = 0; r < a.n_rounds; ++r) {
       float hh[4];
+      load_round(r);
       init_state(r, hh);
       h_s[r * kThreads + tid] = make_float4(hh[0], hh[1], hh[2], hh[3]);
     }
   }
   float* cs_row = (a.chunk_states && dok) ? a.chunk_states + (b * dim + d) * a.n_tiles * N : nullptr;
 
-  for (int k = 0; k < a.n_tiles; ++k) {
+  for (int k = k0; k < k1; ++k) {
     const int64_t t0 = int64_t(k) * kT;
     // ---- stage u and dt (zero past len and for channels past dim: the
     // padded steps then leave the state unchanged).
@@ -192,7 +208,7 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
     __syncthreads();
   }
 
-  if (a.hT && dok) {
+  if (a.hT && dok && seg == a.seg.n_seg - 1) {
     float* dst = a.hT + (b * dim + d) * N;
     if (!multi) {
       save_state(dst, 0, h);
@@ -208,8 +224,17 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
 
 // ---- host side: the kernel's arguments and shared memory --------------------------
 
-inline FwdArgs make_fwd_args(const ScanParams& p) {
+// Floats of the forward's workspace (segment summaries) under plan s.
+inline int64_t fwd_ws_floats(const ScanParams& p, const SegPlan& s) {
+  return s.n_seg > 1 ? p.batch * p.dim * s.n_seg * (p.dstate + 1) : 0;
+}
+inline FwdArgs make_fwd_args(const ScanParams& p, const SegPlan& s, float* ws) {
   FwdArgs a{};
+  a.seg = s;
+  if (s.n_seg > 1) {
+    a.seg_h = ws;
+    a.seg_dt = ws + p.batch * p.dim * s.n_seg * p.dstate;
+  }
   a.batch = p.batch, a.dim = p.dim, a.len = p.len, a.dstate = p.dstate;
   a.n_rounds = int((p.dstate + kRound - 1) / kRound);
   a.n_tiles = int(num_tiles(p.len));
@@ -223,7 +248,7 @@ inline FwdArgs make_fwd_args(const ScanParams& p) {
   a.out = p.out, a.hT = p.hT, a.chunk_states = p.chunk_states;
   return a;
 }
-// Grid: (ceil(dim / 32), batch) blocks of kThreads.
+// Grid: (ceil(dim / 32), batch, n_seg) blocks of kThreads.
 inline size_t fwd_smem_bytes(const FwdArgs& a) {
   return kFwdSmemFloats * sizeof(float) + (a.n_rounds > 1 ? size_t(a.n_rounds) * kThreads * 16 : 0);
 }

@@ -124,6 +124,11 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
       states = Tensor::empty({s.batch, s.dim, cuda::scan_num_chunks(s.len), s.dstate}, DType::f32, u.device());
       p.chunk_states = states.data<float>();
     }
+    Tensor fwd_work;  // segment summaries when the batch is small; freed in stream order
+    if (size_t fb = cuda::scan_fwd_workspace_bytes(p)) {
+      fwd_work = Tensor::empty({int64_t(fb)}, DType::u8, u.device());
+      p.fwd_workspace = fwd_work.data_ptr();
+    }
     cuda::selective_scan_fwd(p, cuda_ctx::stream(u.device().index));
     out = to_dtype(out, u.dtype()).detach();
     if (train) {

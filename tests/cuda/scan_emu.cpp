@@ -176,6 +176,7 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
 
 #include "cuda/selective_scan_bwd_kernel.cuh"
 #include "cuda/selective_scan_fwd_kernel.cuh"
+#include "cuda/selective_scan_seg_kernel.cuh"
 #include "ops/cpu/selective_scan.h"
 
 namespace coil::cuda::scan {
@@ -183,7 +184,19 @@ float4* dyn_smem() { return emu::g_smem.data(); }
 }  // namespace coil::cuda::scan
 // The two host entry points of the .cu files that the emulation needs (one-liners there too).
 int64_t coil::cuda::scan_num_chunks(int64_t len) { return scan::num_tiles(len); }
-size_t coil::cuda::scan_bwd_workspace_bytes(const ScanParams& p) { return size_t(scan::ws_layout(p).total) * sizeof(float); }
+// Segments as the launchers plan them on a 132-SM GPU, or forced by p.segments.
+static coil::cuda::scan::SegPlan emu_fwd_plan(const coil::cuda::ScanParams& p) {
+  using namespace coil::cuda::scan;
+  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 132 * 6, p.segments);
+}
+static coil::cuda::scan::SegPlan emu_bwd_plan(const coil::cuda::ScanParams& p) {
+  using namespace coil::cuda::scan;
+  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return SegPlan{};
+  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 2 * 132 * 3, p.segments);
+}
+size_t coil::cuda::scan_bwd_workspace_bytes(const ScanParams& p) {
+  return size_t(scan::ws_layout(p, emu_bwd_plan(p).n_seg).total) * sizeof(float);
+}
 
 using coil::DType;
 using namespace coil::cuda;
@@ -209,36 +222,49 @@ template <class F> void dispatch(const ScanParams& p, F&& f) {
   else with_bc.template operator()<coil::bf16>();
 }
 
-void run_grid(unsigned gx, unsigned gy, int threads, size_t smem, const std::function<void()>& body) {
-  emu::g_griddim = emu::Idx{gx, gy, 1};
-  for (unsigned y = 0; y < gy; ++y)
-    for (unsigned x = 0; x < gx; ++x) {
-      emu::g_block = emu::Idx{x, y, 0};
-      emu::run_block(threads, smem, body);
-    }
+void run_grid(unsigned gx, unsigned gy, int threads, size_t smem, const std::function<void()>& body, unsigned gz = 1) {
+  emu::g_griddim = emu::Idx{gx, gy, gz};
+  for (unsigned zz = 0; zz < gz; ++zz)
+    for (unsigned y = 0; y < gy; ++y)
+      for (unsigned x = 0; x < gx; ++x) {
+        emu::g_block = emu::Idx{x, y, zz};
+        emu::run_block(threads, smem, body);
+      }
+}
+
+template <bool kBwd> void emu_seg(const ScanParams& p, const SegArgs& a) {
+  dispatch(p, [&]<class IO, class BC, bool VB, bool VC>() {
+    run_grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), kThreads, seg_smem_bytes(),
+             [&] { seg_kernel<IO, BC, kBwd>(a); }, unsigned(a.seg.n_seg - 1));
+  });
 }
 
 // Mirrors selective_scan_fwd / selective_scan_bwd with emulated launches.
 void emu_fwd(const ScanParams& p) {
   if (p.batch == 0 || p.dim == 0) return;
-  const FwdArgs a = make_fwd_args(p);
+  const SegPlan plan = p.len > 0 ? emu_fwd_plan(p) : SegPlan{};
+  std::vector<float> ws(size_t(fwd_ws_floats(p, plan)) + 4, NAN);
+  const FwdArgs a = make_fwd_args(p, plan, ws.data());
+  if (plan.n_seg > 1) emu_seg<false>(p, make_seg_args(p, plan, false, nullptr, a.seg_h, a.seg_dt));
   dispatch(p, [&]<class IO, class BC, bool VB, bool VC>() {
     run_grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), kThreads, fwd_smem_bytes(a),
-             [&] { fwd_kernel<IO, BC, VB, VC>(a); });
+             [&] { fwd_kernel<IO, BC, VB, VC>(a); }, unsigned(plan.n_seg));
   });
 }
 
 void emu_bwd(const ScanParams& p, const ScanGrads& g) {
   const bool work = p.batch > 0 && p.dim > 0 && p.len > 0;
+  const SegPlan plan = emu_bwd_plan(p);
   if (work) {
-    const BwdArgs a = make_bwd_args(p, g);
+    const BwdArgs a = make_bwd_args(p, g, plan);
+    if (plan.n_seg > 1) emu_seg<true>(p, make_seg_args(p, plan, true, g.dout, a.seg_g, a.seg_dt));
     dispatch(p, [&]<class IO, class BC, bool VB, bool VC>() {
       run_grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), kThreads, bwd_smem_bytes(a),
-               [&] { bwd_kernel<IO, BC, VB, VC>(a); });
+               [&] { bwd_kernel<IO, BC, VB, VC>(a); }, unsigned(plan.n_seg));
     });
   }
   SumJobs js{};
-  const int nj = make_sum_jobs(p, g, work, js);
+  const int nj = make_sum_jobs(p, g, work, plan.n_seg, js);
   if (nj > 0) run_grid(sum_grid_x(js, nj), unsigned(nj), 256, 0, [&] { sum_parts_kernel(js); });
   if (!work && g.dh0 && p.batch * p.dim > 0) {
     const size_t n = size_t(p.batch * p.dim * p.dstate);
@@ -361,6 +387,7 @@ bool run_case(const Case& c, uint64_t seed) {
     p.batch = c.B, p.dim = c.D, p.len = c.L, p.dstate = c.N;
     p.var_B = c.varB, p.var_C = c.varC, p.has_D = c.hasD, p.has_z = c.hasZ, p.has_delta_bias = c.hasBias;
     p.softplus = c.softplus, p.io = c.io, p.bc = c.bc;
+    if (const char* e = std::getenv("COIL_SCAN_SEGMENTS")) p.segments = std::atoi(e);
     p.u = bu.p(), p.delta = bdelta.p(), p.B = bB.p(), p.C = bC.p(), p.z = c.hasZ ? bz.p() : nullptr;
     p.A = bA.f(), p.D = c.hasD ? bD.f() : nullptr, p.delta_bias = c.hasBias ? bbias.f() : nullptr;
     p.h0 = c.h0 ? bh0.f() : nullptr;
@@ -418,6 +445,8 @@ int main(int argc, char** argv) {
       {1, 3, 66, 256, true, true, true, true, true, true, true, true, F, F},
       {2, 3, 0, 16, true, true, true, true, true, true, true, true, F, F},
       {1, 40, 129, 16, true, true, false, false, false, false, false, false, F, F},
+      {1, 35, 300, 16, true, true, true, true, true, true, true, true, F, F},
+      {1, 35, 300, 20, true, false, true, true, true, true, true, true, H, H},
       {1, 33, 100, 16, true, true, true, true, true, false, true, true, F, F},
       {2, 40, 70, 16, false, false, true, true, true, true, true, true, F, F},
       {2, 40, 70, 16, true, false, true, true, true, true, true, true, F, F},

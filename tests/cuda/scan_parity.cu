@@ -185,6 +185,9 @@ GpuRun run_gpu(const Case& c, const Inputs& in, cudaStream_t st) {
   p.A = static_cast<float*>(A.p), p.D = c.hasD ? static_cast<float*>(D.p) : nullptr;
   p.delta_bias = c.hasBias ? static_cast<float*>(bias.p) : nullptr, p.h0 = c.h0 ? static_cast<float*>(h0.p) : nullptr;
   p.out = out.p, p.hT = static_cast<float*>(hT.p), p.chunk_states = static_cast<float*>(chunks.p);
+  if (const char* e = std::getenv("COIL_SCAN_SEGMENTS")) p.segments = std::atoi(e);
+  DevBuf fws(cc::scan_fwd_workspace_bytes(p));
+  p.fwd_workspace = fws.p;
   DevBuf ws(cc::scan_bwd_workspace_bytes(p));
   cc::ScanGrads g;
   g.dout = dout.p, g.dhT = c.dhT ? static_cast<float*>(dhT.p) : nullptr;
@@ -360,6 +363,9 @@ void bench(cudaStream_t st) {
     p.u = u.p, p.delta = delta.p, p.B = Bm.p, p.C = Cm.p, p.z = z.p;
     p.A = static_cast<float*>(A.p), p.D = static_cast<float*>(D.p), p.delta_bias = static_cast<float*>(bias.p);
     p.out = out.p, p.chunk_states = static_cast<float*>(chunks.p);
+    if (const char* e = std::getenv("COIL_SCAN_SEGMENTS")) p.segments = std::atoi(e);
+    DevBuf fws(cc::scan_fwd_workspace_bytes(p));
+    p.fwd_workspace = fws.p;
     DevBuf ws(cc::scan_bwd_workspace_bytes(p));
     cc::ScanGrads g;
     g.dout = dout.p, g.du = du.p, g.ddelta = ddelta.p, g.dz = dz.p, g.dA = static_cast<float*>(dA.p);
