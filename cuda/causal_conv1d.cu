@@ -12,6 +12,11 @@ constexpr int kMaxW = 8;
 
 __device__ __forceinline__ float silu_f(float v) { return v / (1.f + __expf(-v)); }
 
+// Row bd = b * dim + d of x, through its strides.
+template <class T> __device__ __forceinline__ const T* x_row(const ConvArgs& a, int64_t bd) {
+  return static_cast<const T*>(a.x) + (bd / a.dim) * a.x_sb + (bd % a.dim) * a.x_sd;
+}
+
 // x at time t (t may be negative: then from the initial state, else 0).
 template <class T> __device__ __forceinline__ float x_at(const ConvArgs& a, const T* x, const T* init, int64_t t) {
   if (t >= 0) return load_as<float, T>(x[t]);
@@ -26,7 +31,7 @@ template <class T> __global__ void fwd_kernel(ConvArgs a) {
   const int64_t bd = blockIdx.x, d = bd % a.dim;
   const int64_t t0 = int64_t(blockIdx.y) * kTile;
   const int K = int(a.width);
-  const T* x = static_cast<const T*>(a.x) + bd * a.len;
+  const T* x = x_row<T>(a, bd);
   const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * (K - 1) : nullptr;
   for (int i = threadIdx.x; i < kTile + K - 1; i += blockDim.x) {
     int64_t t = t0 - (K - 1) + i;
@@ -68,7 +73,7 @@ template <class T, int K> __global__ void fwd_vec_kernel(ConvArgs a) {
   __shared__ float warp_tail[kThreads / 32][H > 0 ? H : 1];
   const int64_t bd = blockIdx.x, d = bd % a.dim;
   const int64_t t0 = (int64_t(blockIdx.y) * kThreads + threadIdx.x) * E;
-  const T* x = static_cast<const T*>(a.x) + bd * a.len;
+  const T* x = x_row<T>(a, bd);
   const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * H : nullptr;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float xv[E];
@@ -123,7 +128,8 @@ template <class T, int K> __global__ void fwd_vec_kernel(ConvArgs a) {
 
 template <class T> bool fwd_vec(const ConvArgs& a, int device) {
   constexpr int E = 16 / sizeof(T);
-  const bool aligned = (reinterpret_cast<uintptr_t>(a.x) % 16 == 0) && (reinterpret_cast<uintptr_t>(a.out) % 16 == 0);
+  const bool aligned = (reinterpret_cast<uintptr_t>(a.x) % 16 == 0) && (reinterpret_cast<uintptr_t>(a.out) % 16 == 0) &&
+                       a.x_sb % E == 0 && a.x_sd % E == 0;
   if (!aligned || a.len % E != 0 || a.width - 1 > E || a.len < E) return false;
   dim3 grid(unsigned(a.batch * a.dim), unsigned((a.len + int64_t(kThreads) * E - 1) / (int64_t(kThreads) * E)));
   auto launch = [&](auto kern) {
@@ -151,7 +157,7 @@ template <class T> __global__ void bwd_kernel(ConvArgs a, ConvGrads gr) {
   __shared__ float scratch[32];
   const int64_t bd = blockIdx.x, d = bd % a.dim;
   const int K = int(a.width);
-  const T* x = static_cast<const T*>(a.x) + bd * a.len;
+  const T* x = x_row<T>(a, bd);
   const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * (K - 1) : nullptr;
   const T* dout = static_cast<const T*>(gr.dout) + bd * a.len;
   const T* dfs = gr.dfinal_state ? static_cast<const T*>(gr.dfinal_state) + bd * (K - 1) : nullptr;
@@ -251,7 +257,7 @@ template <class T, int K> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads g
   __shared__ float scratch[32];
   const int64_t bd = blockIdx.x, d = bd % a.dim;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const T* x = static_cast<const T*>(a.x) + bd * a.len;
+  const T* x = x_row<T>(a, bd);
   const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * H : nullptr;
   const T* dout = static_cast<const T*>(gr.dout) + bd * a.len;
   const T* dfs = gr.dfinal_state ? static_cast<const T*>(gr.dfinal_state) + bd * H : nullptr;
@@ -392,6 +398,7 @@ template <class T> bool bwd_vec(const ConvArgs& a, const ConvGrads& g, int devic
   constexpr int E = 16 / sizeof(T);
   auto al = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (!al(a.x) || !al(g.dout) || !al(g.dx) || a.len % E != 0 || a.width - 1 > E || a.len < E) return false;
+  if (a.x_sb % E != 0 || a.x_sd % E != 0) return false;
   auto launch = [&](auto kern) {
     kern<<<unsigned(a.batch * a.dim), kThreads, 0, stream_of(device)>>>(a, g);
     COIL_CUDA_LAUNCH_CHECK();
@@ -429,9 +436,17 @@ template <class Fn> void by_act(DType t, Fn&& fn) {
   }
 }
 
+// x's strides with the contiguous default filled in.
+ConvArgs resolved(const ConvArgs& in) {
+  ConvArgs a = in;
+  if (a.x_sb == 0 && a.x_sd == 0) a.x_sb = a.dim * a.len, a.x_sd = a.len;
+  return a;
+}
+
 }  // namespace
 
-void causal_conv1d_fwd(const ConvArgs& a, int device) {
+void causal_conv1d_fwd(const ConvArgs& args, int device) {
+  const ConvArgs a = resolved(args);
   COIL_CHECK(a.width >= 1 && a.width <= kMaxW, "cuda causal_conv1d: width must be 1..", kMaxW, ", got ", a.width);
   COIL_CHECK(a.batch * a.dim < (int64_t(1) << 31) && (a.len + kTile - 1) / kTile <= 65535,
              "cuda causal_conv1d: batch*dim ", a.batch * a.dim, " or len ", a.len, " too large");
@@ -451,7 +466,8 @@ void causal_conv1d_fwd(const ConvArgs& a, int device) {
 
 size_t conv_bwd_workspace(const ConvArgs& a) { return size_t(a.batch * a.dim) * (kMaxW + 1); }
 
-void causal_conv1d_bwd(const ConvArgs& a, const ConvGrads& g, int device) {
+void causal_conv1d_bwd(const ConvArgs& args, const ConvGrads& g, int device) {
+  const ConvArgs a = resolved(args);
   COIL_CHECK(a.width >= 1 && a.width <= kMaxW, "cuda causal_conv1d: width must be 1..", kMaxW, ", got ", a.width);
   if (a.batch * a.dim == 0) return;
   by_act(a.dtype, [&](auto tag) {

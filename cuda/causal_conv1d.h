@@ -1,5 +1,6 @@
 // CUDA depthwise causal conv1d, forward and backward, for x laid out
-// (batch, channels, len) with len contiguous (the layout the scan reads).
+// (batch, channels, len) with len contiguous (the layout the scan reads);
+// x may have any batch and channel strides.
 // Widths 1..8, optional bias, fused SiLU, initial and final states for
 // streaming. Weight and bias gradients are reduced from per-(batch, channel)
 // partials in a fixed order (no atomics).
@@ -15,6 +16,10 @@ struct ConvArgs {
   int64_t batch = 0, dim = 0, len = 0, width = 0;
   DType dtype = DType::f32;          // x, out, init/final states, dx: f32, bf16 or f16
   const void* x = nullptr;
+  // x's (batch, channel) strides in elements with time contiguous (a strided
+  // view such as a GEMM's (dim, batch, len) output needs no copy); 0, 0 =
+  // contiguous. out, dout and dx are contiguous.
+  int64_t x_sb = 0, x_sd = 0;
   const float* w = nullptr;          // (dim, width) f32
   const float* bias = nullptr;       // (dim) f32 or null
   const void* init_state = nullptr;  // (batch, dim, width-1) or null

@@ -27,7 +27,8 @@
 //
 // Sizes: any len >= 0, any dim, dstate 1..256 (16 is the fast path; dstate > 16
 // runs in rounds of 16 states, correct but slower). Streams are cudaStream_t
-// passed as void*. All pointers are device pointers; every buffer is contiguous.
+// passed as void*. All pointers are device pointers; every buffer is contiguous
+// except delta, z (and ddelta) when given strides (see ScanParams).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,11 @@ struct ScanParams {
   // launchers choose from the GPU's size; > 0 forces that many (tests).
   int segments = 0;
   void* fwd_workspace = nullptr;  // scan_fwd_workspace_bytes(p) bytes, 16-byte aligned
+  // delta and z may be strided views: (batch, channel) strides in elements,
+  // time contiguous (a GEMM's (dim, batch, len) output viewed as (batch, dim,
+  // len) needs no copy). {0, 0} means contiguous. The backward writes ddelta
+  // with delta's strides, so its gradient goes back through the view as a view.
+  int64_t delta_strides[2] = {0, 0}, z_strides[2] = {0, 0};
 };
 
 // Steps per chunk: the forward saves the state entering each chunk.

@@ -11,6 +11,7 @@ struct BwdArgs {
   int64_t batch, dim, len, dstate;
   int n_rounds, n_tiles;
   SegPlan seg;
+  Layout dl, zl;  // delta's (and ddelta's) and z's rows
   bool has_D, has_z, has_bias, softplus, vec_io, vec_bc;
   const void *u, *delta, *B, *C, *z, *dout;
   const float *A, *D, *bias, *dhT, *chunk_states;
@@ -170,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       const int64_t row = (b * dim + dd) * L;
       float dov[V], zv[V], yv[V], uv[V];
       load_vec<IO>(ok ? dout + row : nullptr, t, L, a.vec_io, dov);
-      if (a.has_z) load_vec<IO>(ok ? z + row : nullptr, t, L, a.vec_io, zv);
+      if (a.has_z) load_vec<IO>(ok ? z + a.zl.at(b, dd) : nullptr, t, L, a.vec_io, zv);
       const float Dd = (ok && a.has_D) ? __ldg(a.D + dd) : 0.f;
 #pragma unroll
       for (int i = 0; i < V; i += 4) {
@@ -218,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       const int64_t row = (b * dim + dd) * L;
       float uv[V], dv[V];
       load_vec<IO>(ok ? u + row : nullptr, t, L, a.vec_io, uv);
-      load_vec<IO>(ok ? delta + row : nullptr, t, L, a.vec_io, dv);
+      load_vec<IO>(ok ? delta + a.dl.at(b, dd) : nullptr, t, L, a.vec_io, dv);
       const float bias = (ok && a.has_bias) ? __ldg(a.bias + dd) : 0.f;
 #pragma unroll
       for (int i = 0; i < V; ++i) {
@@ -461,7 +462,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       if (ok) {
         const int64_t row = (b * dim + dd) * L;
         store_vec<IO>(static_cast<IO*>(a.du) + row, t, L, a.vec_io, duv);
-        store_vec<IO>(static_cast<IO*>(a.ddelta) + row, t, L, a.vec_io, ddv);
+        store_vec<IO>(static_cast<IO*>(a.ddelta) + a.dl.at(b, dd), t, L, a.vec_io, ddv);
       }
     }
     __syncthreads();
@@ -548,8 +549,10 @@ inline BwdArgs make_bwd_args(const ScanParams& p, const ScanGrads& gr, const Seg
   a.n_tiles = int(num_tiles(p.len));
   a.has_D = p.has_D, a.has_z = p.has_z, a.has_bias = p.has_delta_bias, a.softplus = p.softplus;
   const int vio = int(16 / element_size(p.io)), vbc = int(16 / element_size(p.bc));
+  a.dl = layout_of(p.delta_strides, p.dim, p.len), a.zl = layout_of(p.z_strides, p.dim, p.len);
   a.vec_io = p.len % vio == 0 && aligned16(p.u) && aligned16(p.delta) && aligned16(gr.dout) && aligned16(gr.du) &&
-             aligned16(gr.ddelta) && (!p.has_z || (aligned16(p.z) && aligned16(gr.dz)));
+             aligned16(gr.ddelta) && (!p.has_z || (aligned16(p.z) && aligned16(gr.dz))) && vec_layout(a.dl, vio) &&
+             vec_layout(a.zl, vio);
   a.vec_bc = p.len % vbc == 0 && aligned16(p.B) && aligned16(p.C);
   a.u = p.u, a.delta = p.delta, a.B = p.B, a.C = p.C, a.z = p.has_z ? p.z : nullptr, a.dout = gr.dout;
   a.A = p.A, a.D = p.has_D ? p.D : nullptr, a.bias = p.has_delta_bias ? p.delta_bias : nullptr;

@@ -53,6 +53,19 @@ float4* dyn_smem();  // host emulation
 
 // Host helpers.
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Where row (b, d) of a (batch, dim, len) tensor starts: batch and channel
+// strides in elements, time contiguous.
+struct Layout {
+  int64_t sb = 0, sd = 0;
+  __device__ __forceinline__ int64_t at(int64_t b, int64_t d) const { return b * sb + d * sd; }
+};
+// strides {0, 0} = contiguous.
+inline Layout layout_of(const int64_t* s, int64_t dim, int64_t len) {
+  return (s[0] == 0 && s[1] == 0) ? Layout{dim * len, len} : Layout{s[0], s[1]};
+}
+// 16-byte accesses need every row start aligned: strides multiples of the vector.
+inline bool vec_layout(const Layout& l, int v) { return l.sb % v == 0 && l.sd % v == 0; }
 inline int64_t num_tiles(int64_t len) { return len <= 0 ? 0 : (len + kT - 1) / kT; }
 
 // ---- element conversion ------------------------------------------------------
@@ -223,9 +236,9 @@ __device__ __forceinline__ float dt_of(float delta, float bias, bool softplus) {
 // floats: u (when u_s is non-null) and dt. Zero past len and for channels past
 // dim, so padded steps leave every state unchanged. All threads take part.
 template <class IO>
-__device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, const float* bias, bool softplus, bool vec,
-                                           int64_t b, int64_t d0, int64_t dim, int64_t L, int64_t t0, int tid,
-                                           float* u_s, float* dt_s) {
+__device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, Layout dl, const float* bias, bool softplus,
+                                           bool vec, int64_t b, int64_t d0, int64_t dim, int64_t L, int64_t t0,
+                                           int tid, float* u_s, float* dt_s) {
   constexpr int V = Vec<IO>::V, VPR = kT / V;
 #pragma unroll 1
   for (int m = 0; m < kCh * VPR / kThreads; ++m) {
@@ -235,7 +248,7 @@ __device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, const f
     const int64_t row = (b * dim + dd) * L;
     float uv[V], dv[V];
     if (u_s) load_vec<IO>(ok ? u + row : nullptr, t, L, vec, uv);
-    load_vec<IO>(ok ? delta + row : nullptr, t, L, vec, dv);
+    load_vec<IO>(ok ? delta + dl.at(b, dd) : nullptr, t, L, vec, dv);
     const float bs = (ok && bias) ? __ldg(bias + dd) : 0.f;
 #pragma unroll
     for (int i = 0; i < V; ++i) dv[i] = (ok && t + i < L) ? dt_of(dv[i], bs, softplus) : 0.f;

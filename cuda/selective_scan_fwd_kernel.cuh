@@ -11,6 +11,7 @@ struct FwdArgs {
   int64_t batch, dim, len, dstate;
   int n_rounds, n_tiles;
   SegPlan seg;
+  Layout dl, zl;  // delta's and z's rows
   bool has_D, has_z, has_bias, softplus, vec_io, vec_bc;
   const void *u, *delta, *B, *C, *z;
   const float *A, *D, *bias, *h0;
@@ -134,7 +135,7 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
       const int64_t row = (b * dim + dd) * L;
       float uv[V], dv[V];
       load_vec<IO>(ok ? u + row : nullptr, t, L, a.vec_io, uv);
-      load_vec<IO>(ok ? delta + row : nullptr, t, L, a.vec_io, dv);
+      load_vec<IO>(ok ? delta + a.dl.at(b, dd) : nullptr, t, L, a.vec_io, dv);
       const float bias = (ok && a.has_bias) ? __ldg(a.bias + dd) : 0.f;
 #pragma unroll
       for (int i = 0; i < V; ++i) {
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
       const int64_t row = (b * dim + dd) * L;
       const float Dd = a.has_D ? __ldg(a.D + dd) : 0.f;
       float o[V], zv[V];
-      if (a.has_z) load_vec<IO>(z + row, t, L, a.vec_io, zv);
+      if (a.has_z) load_vec<IO>(z + a.zl.at(b, dd), t, L, a.vec_io, zv);
 #pragma unroll
       for (int i = 0; i < V; i += 4) {
         const float4 y4 = *reinterpret_cast<const float4*>(y_s + cc * kRow + j * V + i);
@@ -240,8 +241,9 @@ inline FwdArgs make_fwd_args(const ScanParams& p, const SegPlan& s, float* ws) {
   a.n_tiles = int(num_tiles(p.len));
   a.has_D = p.has_D, a.has_z = p.has_z, a.has_bias = p.has_delta_bias, a.softplus = p.softplus;
   const int vio = int(16 / element_size(p.io)), vbc = int(16 / element_size(p.bc));
+  a.dl = layout_of(p.delta_strides, p.dim, p.len), a.zl = layout_of(p.z_strides, p.dim, p.len);
   a.vec_io = p.len % vio == 0 && aligned16(p.u) && aligned16(p.delta) && aligned16(p.out) &&
-             (!p.has_z || aligned16(p.z));
+             (!p.has_z || aligned16(p.z)) && vec_layout(a.dl, vio) && vec_layout(a.zl, vio);
   a.vec_bc = p.len % vbc == 0 && aligned16(p.B) && aligned16(p.C);
   a.u = p.u, a.delta = p.delta, a.B = p.B, a.C = p.C, a.z = p.has_z ? p.z : nullptr;
   a.A = p.A, a.D = p.has_D ? p.D : nullptr, a.bias = p.has_delta_bias ? p.delta_bias : nullptr, a.h0 = p.h0;

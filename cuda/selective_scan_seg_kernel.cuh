@@ -22,6 +22,7 @@ struct SegArgs {
   int64_t batch, dim, len, dstate;
   int n_rounds, n_tiles;
   SegPlan seg;
+  Layout dl, zl;  // delta's and z's rows
   bool softplus, has_z, vec_io, vec_bc;
   const void *u, *delta, *X, *z, *dout;  // X: selective B (forward) or C (backward), (b, dstate, len)
   const void* Xc;                        // or constant B / C (dim, dstate) when X is null
@@ -70,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) seg_kernel(const __grid_constant__ S
       const int k = kBwd ? k1 - 1 - i : k0 + i;
       const int64_t t0 = int64_t(k) * kT;
       __syncthreads();  // the previous tile's reads of the shared tiles are done
-      stage_u_dt<IO>(u, delta, a.bias, a.softplus, a.vec_io, b, d0, dim, L, t0, tid, kBwd ? nullptr : v_s, dt_s);
+      stage_u_dt<IO>(u, delta, a.dl, a.bias, a.softplus, a.vec_io, b, d0, dim, L, t0, tid, kBwd ? nullptr : v_s, dt_s);
       if (var) stage_states<BC>(X, a.vec_bc, b, N, L, r, t0, tid, X_s);
       if constexpr (kBwd) {
         // dy = dout * silu(z) (or dout) of the block's channels.
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) seg_kernel(const __grid_constant__ S
           const int64_t row = (b * dim + dd) * L;
           float dov[V], zv[V];
           load_vec<IO>(ok ? dout + row : nullptr, t, L, a.vec_io, dov);
-          if (a.has_z) load_vec<IO>(ok ? z + row : nullptr, t, L, a.vec_io, zv);
+          if (a.has_z) load_vec<IO>(ok ? z + a.zl.at(b, dd) : nullptr, t, L, a.vec_io, zv);
 #pragma unroll
           for (int e = 0; e < V; ++e)
             if (a.has_z) dov[e] = dov[e] * zv[e] * sigmoid_f(zv[e]);
@@ -150,8 +151,9 @@ inline SegArgs make_seg_args(const ScanParams& p, const SegPlan& s, bool bwd, co
   a.A = p.A, a.bias = p.has_delta_bias ? p.delta_bias : nullptr;
   a.seg_h = seg_h, a.seg_dt = seg_dt;
   const int vio = int(16 / element_size(p.io)), vbc = int(16 / element_size(p.bc));
+  a.dl = layout_of(p.delta_strides, p.dim, p.len), a.zl = layout_of(p.z_strides, p.dim, p.len);
   a.vec_io = p.len % vio == 0 && aligned16(p.delta) && (bwd ? aligned16(dout) : aligned16(p.u)) &&
-             (!a.has_z || aligned16(p.z));
+             (!a.has_z || aligned16(p.z)) && vec_layout(a.dl, vio) && vec_layout(a.zl, vio);
   a.vec_bc = p.len % vbc == 0 && (!var || aligned16(x));
   return a;
 }

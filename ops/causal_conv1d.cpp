@@ -21,7 +21,11 @@ cuda::ConvArgs cuda_args(const Tensor& x, const Tensor& weight, const Tensor& bi
   NoGradGuard ng;
   static thread_local std::vector<Tensor> keep;  // keeps converted copies alive until the next call
   keep.clear();
-  Tensor xc = contiguous(x.detach()), wc = contiguous(to_dtype(weight.detach(), DType::f32));
+  // x may be a strided view with time contiguous (the mixer's x is a slice of
+  // in_proj's (2Di, B, L) output): the kernel takes its strides, no copy.
+  const bool rows_ok = x.stride(2) == 1 || x.size(2) <= 1;
+  Tensor xc = rows_ok ? x.detach() : contiguous(x.detach());
+  Tensor wc = contiguous(to_dtype(weight.detach(), DType::f32));
   Tensor bc = bias.defined() ? contiguous(to_dtype(bias.detach(), DType::f32)) : Tensor();
   Tensor ic = init.defined() ? contiguous(to_dtype(init.detach(), x.dtype())) : Tensor();
   keep = {xc, wc, bc, ic};
@@ -29,6 +33,7 @@ cuda::ConvArgs cuda_args(const Tensor& x, const Tensor& weight, const Tensor& bi
   a.batch = x.size(0), a.dim = x.size(1), a.len = x.size(2), a.width = wc.size(1);
   a.dtype = x.dtype();
   a.x = xc.data_ptr();
+  a.x_sb = xc.stride(0), a.x_sd = xc.stride(1);
   a.w = wc.data<float>();
   a.bias = bc.defined() ? bc.data<float>() : nullptr;
   a.init_state = ic.defined() ? ic.data_ptr() : nullptr;

@@ -1,5 +1,7 @@
 #include "ops/common.h"
 
+#include <algorithm>
+
 #include "autograd/engine.h"
 #include "ops/creation.h"
 #include "ops/elementwise.h"
@@ -84,6 +86,25 @@ Tensor as_compute(const Tensor& t, DType dt) {
   if (!t.defined()) return t;
   NoGradGuard ng;
   return contiguous(to_dtype(t.detach(), dt)).detach();
+}
+
+bool is_dense(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims longer than 1
+  for (int64_t i = 0; i < t.dim(); ++i)
+    if (t.size(i) > 1) dims.emplace_back(t.stride(i), t.size(i));
+  std::sort(dims.begin(), dims.end(), [](auto a, auto b) { return a.first > b.first; });
+  int64_t expect = 1;
+  for (size_t i = dims.size(); i-- > 0;) {
+    if (dims[i].first != expect) return false;
+    expect *= dims[i].second;
+  }
+  return true;
+}
+
+Tensor empty_like_dense(const Tensor& t) {
+  Tensor out = Tensor::empty({t.numel()}, t.dtype(), t.device());
+  if (!is_dense(t)) return out.as_strided(t.shape(), contiguous_strides(t.shape()), 0);
+  return out.as_strided(t.shape(), t.strides(), 0);
 }
 
 }  // namespace coil::detail

@@ -52,4 +52,12 @@ Tensor as_compute(const Tensor& t, DType dt);
 template <class T> const T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 template <class T> T* mut_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
+// Dense: the elements fill exactly numel() consecutive slots in some order of
+// the dims (a permutation of a contiguous layout, e.g. a transposed GEMM output).
+bool is_dense(const Tensor& t);
+// A new tensor of t's shape and dtype with t's strides when t is dense (so a
+// gradient can share its input's layout and go back through views as a view),
+// else contiguous.
+Tensor empty_like_dense(const Tensor& t);
+
 }  // namespace coil::detail

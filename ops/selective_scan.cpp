@@ -62,7 +62,16 @@ CudaInputs cuda_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, co
   DType io = u.dtype() == DType::bf16 ? DType::bf16 : DType::f32;
   DType bc = B.dim() == 3 && B.dtype() == DType::bf16 ? DType::bf16 : DType::f32;
   auto as = [](const Tensor& t, DType d) { return t.defined() ? contiguous(to_dtype(t.detach(), d)).detach() : t; };
-  return {as(u, io), as(delta, io), as(A, DType::f32), as(B, bc), as(C, bc), as(D, DType::f32), as(z, io),
+  // delta and z go in as strided views when time is contiguous (the mixer's
+  // are GEMM outputs viewed (B, Di, L)): no copy. delta must also be dense
+  // (a permutation of a contiguous layout), since ddelta is allocated with
+  // its strides.
+  auto rows = [&](const Tensor& t, bool dense) {
+    if (!t.defined()) return t;
+    const bool ok = t.dtype() == io && (t.stride(2) == 1 || t.size(2) <= 1) && (!dense || detail::is_dense(t));
+    return ok ? t.detach() : as(t, io);
+  };
+  return {as(u, io), rows(delta, true), as(A, DType::f32), as(B, bc), as(C, bc), as(D, DType::f32), rows(z, false),
           as(bias, DType::f32), as(h0, DType::f32)};
 }
 
@@ -74,6 +83,8 @@ cuda::ScanParams cuda_params(const CudaInputs& in, bool softplus) {
   p.io = in.u.dtype(), p.bc = in.B.dtype();
   p.u = in.u.data_ptr(), p.delta = in.delta.data_ptr(), p.B = in.B.data_ptr(), p.C = in.C.data_ptr();
   p.z = in.z.defined() ? in.z.data_ptr() : nullptr;
+  p.delta_strides[0] = in.delta.stride(0), p.delta_strides[1] = in.delta.stride(1);
+  if (in.z.defined()) p.z_strides[0] = in.z.stride(0), p.z_strides[1] = in.z.stride(1);
   p.A = in.A.data<float>();
   p.D = in.D.defined() ? in.D.data<float>() : nullptr;
   p.delta_bias = in.bias.defined() ? in.bias.data<float>() : nullptr;
@@ -148,7 +159,8 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
         gr.dout = dout.data_ptr();
         gr.dhT = dhT.defined() ? dhT.data<float>() : nullptr;
         std::vector<Tensor> res(9);
-        Tensor du = Tensor::empty(in.u.shape(), in.u.dtype(), dev), dd = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
+        // ddelta takes delta's layout (the kernel writes it with delta's strides).
+        Tensor du = Tensor::empty(in.u.shape(), in.u.dtype(), dev), dd = detail::empty_like_dense(in.delta);
         Tensor dA = Tensor::empty(in.A.shape(), DType::f32, dev);
         DType bdt = bp.var_B ? in.B.dtype() : DType::f32, cdt = bp.var_C ? in.C.dtype() : DType::f32;
         Tensor dB = Tensor::empty(in.B.shape(), bdt, dev), dC = Tensor::empty(in.C.shape(), cdt, dev);

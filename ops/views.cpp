@@ -233,9 +233,23 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     out.push_back(x.as_strided(shape, x.strides(), x.offset() + start * x.strides()[size_t(d)]));
     start += s;
   }
-  record_op("split", {x}, out, [d](const std::vector<Tensor>& g, const std::vector<bool>&) {
-    return std::vector<Tensor>{concat(g, d)};
-  });
+  // When x is dense (e.g. the mixer's (B, 2Di, L) view of in_proj's (2Di, B, L)
+  // output), the gradient is assembled in x's own layout, so the views that
+  // made x pass it back without a copy.
+  const bool dense = detail::is_dense(x);
+  record_op("split", {x}, out,
+            [d, dense, shape = x.shape(), strides = x.strides()](const std::vector<Tensor>& g,
+                                                                   const std::vector<bool>&) {
+              if (!dense) return std::vector<Tensor>{concat(g, d)};
+              Tensor gx = Tensor::empty({shape_numel(shape)}, g[0].dtype(), g[0].device())
+                              .as_strided(shape, strides, 0);
+              int64_t at = 0;
+              for (const Tensor& gi : g) {
+                copy_raw(gi, gx.as_strided(gi.shape(), strides, at * strides[size_t(d)]));
+                at += gi.size(d);
+              }
+              return std::vector<Tensor>{gx};
+            });
   return out;
 }
 

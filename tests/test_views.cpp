@@ -1,5 +1,6 @@
 // Differentiable views, copies and casts.
 #include "helpers.h"
+#include "ops/common.h"
 
 using namespace coil;
 using namespace coil::test;
@@ -19,6 +20,12 @@ TEST_CASE("gradcheck: views") {
       {"contiguous", [](auto& in) { return std::vector<Tensor>{in[0].t().contiguous() * 1.0}; }},
       {"split", [](auto& in) {
          auto p = split(in[0], {1, 3}, 2);
+         return std::vector<Tensor>{p[0] * 2.0, exp(p[1])};
+       }},
+      {"split of a permuted view", [](auto& in) {
+         // Dense but not contiguous: the backward assembles the gradient in
+         // the input's own layout (the mixer's in_proj output).
+         auto p = split(in[0].permute({1, 0, 2}), {1, 1}, 1);
          return std::vector<Tensor>{p[0] * 2.0, exp(p[1])};
        }},
       {"chunk", [](auto& in) {
@@ -42,4 +49,19 @@ TEST_CASE("concat: values and errors") {
   CHECK(concat({a, b}, 0).to_vector() == std::vector<double>{1, 2, 3, 4, 5, 6});
   CHECK(concat({b, b}, 1).shape() == Shape{2, 4});
   CHECK_THROWS_WITH_AS(concat({a, b}, 1), doctest::Contains("outside dim 1"), Error);
+}
+
+TEST_CASE("is_dense / empty_like_dense") {
+  Tensor x = zeros({2, 3, 4});
+  CHECK(detail::is_dense(x));
+  CHECK(detail::is_dense(x.permute({1, 0, 2})));
+  CHECK(detail::is_dense(x.transpose(0, 2)));
+  CHECK_FALSE(detail::is_dense(x.narrow(1, 0, 2)));  // gaps between rows
+  CHECK(detail::is_dense(x.narrow(0, 1, 1)));        // one whole block
+  Tensor p = x.permute({1, 0, 2});
+  Tensor e = detail::empty_like_dense(p);
+  CHECK(e.shape() == p.shape());
+  CHECK(e.strides() == p.strides());
+  Tensor n = detail::empty_like_dense(x.narrow(1, 0, 2));
+  CHECK(n.is_contiguous());
 }
