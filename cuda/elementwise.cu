@@ -20,13 +20,44 @@ template <int N> __device__ __forceinline__ void offsets(const Geometry<N>& g, i
   }
 }
 
-// out = f(in0[, in1]) elementwise. Vectorised when every operand is dense and
-// 16-byte aligned: each thread moves 16 bytes of the output per step.
+// How map_kernel walks the elements.
+enum MapMode : int {
+  kScalar = 0,  // one element at a time through the strides
+  kFlat = 1,    // every operand dense in row-major order: 16-byte vectors over flat memory
+  kRows = 2,    // strided, but rows (the last dim) contiguous and 16-byte aligned in every
+                // operand: 16-byte vectors, the stride arithmetic once per vector
+};
+
+// out = f(in0[, in1]) elementwise; each thread moves 16 bytes of the output
+// per step in the vector modes.
 template <class TO, class TI, int NIn, class F>
-__global__ void map_kernel(Geometry<NIn + 1> g, TO* out, const TI* in0, const TI* in1, F f, bool vec) {
+__global__ void map_kernel(Geometry<NIn + 1> g, TO* out, const TI* in0, const TI* in1, F f, int mode) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (vec) {
+  if (mode == kRows) {
+    constexpr int V = 16 / sizeof(TO) > 0 ? 16 / sizeof(TO) : 1;
+    union PackO { uint4 u; TO e[V]; };
+    union PackI { uint4 u; TI e[V]; };
+    const int64_t nv = g.numel / V;
+    for (int64_t v = tid; v < nv; v += stride) {
+      int64_t off[NIn + 1];
+      offsets(g, v * V, off);
+      PackI a, b;
+      PackO o;
+      a.u = *reinterpret_cast<const uint4*>(in0 + off[1]);
+      if constexpr (NIn == 2) b.u = *reinterpret_cast<const uint4*>(in1 + off[2]);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        if constexpr (NIn == 2)
+          o.e[j] = f(a.e[j], b.e[j]);
+        else
+          o.e[j] = f(a.e[j]);
+      }
+      *reinterpret_cast<uint4*>(out + off[0]) = o.u;
+    }
+    return;
+  }
+  if (mode == kFlat) {
     constexpr int V = 16 / sizeof(TO) > 0 ? 16 / sizeof(TO) : 1;
     const int64_t nv = g.numel / V;
     union PackO { uint4 u; TO e[V]; };
@@ -94,12 +125,21 @@ template <class TO, class TI, int NIn, class F>
 void launch_map(const Strided* const (&ops)[NIn + 1], F f, int device) {
   Geometry<NIn + 1> g = merge<NIn + 1>(ops);
   if (g.numel == 0) return;
-  bool vec = g.all_contiguous && sizeof(TO) == sizeof(TI);
-  for (int k = 0; k <= NIn; ++k) vec = vec && aligned16(ops[k]->data);
-  map_kernel<TO, TI, NIn, F><<<grid_for(vec ? g.numel / 4 + 1 : g.numel, kThreads, 132 * 16), kThreads, 0,
+  bool aligned = sizeof(TO) == sizeof(TI);
+  for (int k = 0; k <= NIn; ++k) aligned = aligned && aligned16(ops[k]->data);
+  // Rows: the last (merged) dim contiguous in every operand, its length and
+  // every other stride a multiple of the 16-byte vector.
+  constexpr int64_t V = 16 / sizeof(TO) > 0 ? 16 / sizeof(TO) : 1;
+  bool rows = aligned && g.rank >= 1 && g.shape[g.rank - 1] % V == 0;
+  for (int k = 0; k <= NIn && rows; ++k) {
+    rows = g.strides[k][g.rank - 1] == 1;
+    for (int d = 0; d + 1 < g.rank; ++d) rows = rows && g.strides[k][d] % V == 0;
+  }
+  const int mode = (aligned && g.all_contiguous) ? kFlat : rows ? kRows : kScalar;
+  map_kernel<TO, TI, NIn, F><<<grid_for(mode != kScalar ? g.numel / 4 + 1 : g.numel, kThreads, 132 * 16), kThreads, 0,
                                stream_of(device)>>>(g, static_cast<TO*>(ops[0]->data),
                                                     static_cast<const TI*>(ops[1]->data),
-                                                    NIn == 2 ? static_cast<const TI*>(ops[2]->data) : nullptr, f, vec);
+                                                    NIn == 2 ? static_cast<const TI*>(ops[2]->data) : nullptr, f, mode);
   COIL_CUDA_LAUNCH_CHECK();
 }
 

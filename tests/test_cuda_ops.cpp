@@ -106,6 +106,12 @@ TEST_CASE("cuda parity: reductions, views, copies") {
     parity("narrow concat", {{3, 10}}, dt,
            [](auto& in) { return concat({in[0].narrow(1, 2, 5), exp(in[0].narrow(1, 0, 3))}, 1); });
     parity("expand", {{1, 7}}, dt, [](auto& in) { return in[0].expand({5, 7}) * 1.0; });
+    // Rows contiguous but strided between them (the 16-byte rows path): a
+    // permuted view, a slice of rows, and a row length that is not a multiple
+    // of the vector (the scalar path).
+    parity("strided rows", {{6, 5, 64}}, dt, [](auto& in) { return exp(in[0].permute({1, 0, 2})).contiguous(); });
+    parity("sliced rows", {{6, 5, 72}}, dt, [](auto& in) { return in[0].narrow(2, 8, 64) + in[0].narrow(2, 0, 64); });
+    parity("odd rows", {{6, 5, 37}}, dt, [](auto& in) { return in[0].permute({1, 0, 2}) * 2.0; });
   }
   // dtype casts on the device
   Generator g = fresh();
