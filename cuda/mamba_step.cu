@@ -2,6 +2,7 @@
 #include "cuda/mamba_step.h"
 
 #include <cfloat>
+#include <cstdint>
 
 namespace coil::cuda {
 
@@ -130,7 +131,99 @@ __global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) 
   }
 }
 
+constexpr int kGemvThreads = 256;
+constexpr int kGemvMax = int(kGemvMaxRows);
+
+// Warps per output row `wpr` (1, 2, 4 or 8) split the K dimension; a block
+// covers 8 / wpr rows. Every thread reaches the __syncthreads.
+template <class T, bool Vec>
+__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
+                            int wpr) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows_per_block = kGemvThreads / 32 / wpr;
+  const int64_t n = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
+  const int part = warp % wpr;
+  float acc[kGemvMax];
+#pragma unroll
+  for (int m = 0; m < kGemvMax; ++m) acc[m] = 0.f;
+  if (n < N) {
+    const T* wr = w + n * K;
+    if constexpr (Vec) {
+      constexpr int E = 16 / int(sizeof(T));
+      union Pack {
+        uint4 v;
+        T e[E];
+      };
+      const int64_t nv = K / E;
+      for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
+        Pack wp;
+        wp.v = reinterpret_cast<const uint4*>(wr)[v];
+        float wf[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
+#pragma unroll
+        for (int m = 0; m < kGemvMax; ++m) {
+          if (m < M) {
+            Pack xp;
+            xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
+#pragma unroll
+            for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
+          }
+        }
+      }
+    } else {
+      for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
+        const float wv = load_as<float, T>(wr[k]);
+#pragma unroll
+        for (int m = 0; m < kGemvMax; ++m)
+          if (m < M) acc[m] += wv * load_as<float, T>(x[m * x_row + k]);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kGemvMax; ++m)
+    for (int off = 16; off > 0; off >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
+  __shared__ float partial[kGemvThreads / 32][kGemvMax];
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < kGemvMax; ++m) partial[warp][m] = acc[m];
+  }
+  __syncthreads();
+  // The row's first warp sums the parts in a fixed order; lane m writes y[m, n].
+  if (part == 0 && lane < M && n < N) {
+    float sum = 0.f;
+    for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
+    if (bias) sum += load_as<float, T>(bias[n]);
+    y[int64_t(lane) * N + n] = store_as<T, float>(sum);
+  }
+}
+
 }  // namespace
+
+void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
+               int64_t N, int64_t K, int device) {
+  COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
+  if (N == 0) return;
+  const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
+  const int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
+  COIL_CHECK(blocks <= int64_t(INT32_MAX), "gemv_rows: too many rows (", N, ")");
+  dispatch_act(dtype, "gemv_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int64_t E = 16 / int64_t(sizeof(T));
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool vec = K % E == 0 && (M == 1 || x_row % E == 0) && aligned(x) && aligned(w);
+    auto launch = [&](auto kernel) {
+      kernel<<<unsigned(blocks), kGemvThreads, 0, stream_of(device)>>>(
+          static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
+          int(M), N, K, wpr);
+      COIL_CUDA_LAUNCH_CHECK();
+    };
+    if (vec)
+      launch(gemv_kernel<T, true>);
+    else
+      launch(gemv_kernel<T, false>);
+  });
+}
 
 void conv_step(const ConvStepArgs& a, int device) {
   const int64_t n = a.batch * a.dim;

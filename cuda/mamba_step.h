@@ -62,4 +62,13 @@ void ssm_step(const SsmStepArgs& a, int device);
 void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_t x_row, void* out, DType out_dtype,
                  int device);
 
+// y (M, N) = x (M, K) @ w (N, K)^T (+ bias (N)) for the few rows of a decode
+// step, M <= kGemvMaxRows: each weight row is read once for all M input
+// rows (a GEMV per row), with 16-byte loads when the rows are aligned;
+// small N splits K over several warps per row. x rows have stride x_row;
+// w, bias, y contiguous; one dtype (f32, bf16, f16), fp32 accumulation.
+constexpr int64_t kGemvMaxRows = 8;
+void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
+               int64_t N, int64_t K, int device);
+
 }  // namespace coil::cuda

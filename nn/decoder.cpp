@@ -83,6 +83,10 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   }
 }
 
+Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
+  return opt_.gemv ? decode_linear(x, w, b) : linear(x, w, b);
+}
+
 void Decoder::run_step() {
   const bool res32 = cfg_.residual_in_fp32;
   const DType c = cfg_.compute_dtype;
@@ -94,9 +98,9 @@ void Decoder::run_step() {
   for (Layer& l : layers_) {
     RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
     residual = nr.residual;
-    Tensor xz = linear(to_dtype(nr.y, c), l.w_in, l.b_in);  // (B, 2 Di): x | z
+    Tensor xz = project(to_dtype(nr.y, c), l.w_in, l.b_in);  // (B, 2 Di): x | z
     Tensor x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
-    Tensor x_dbl = linear(x, l.w_x);  // (B, R + 2N): dt | B | C
+    Tensor x_dbl = project(x, l.w_x, Tensor());  // (B, R + 2N): dt | B | C
     SsmStepInputs s;
     s.x = x;
     s.dt = narrow(x_dbl, 1, 0, r);
@@ -108,10 +112,10 @@ void Decoder::run_step() {
     s.z = narrow(xz, 1, di, di);
     s.dt_bias = l.dt_bias;
     s.softplus = true;
-    hidden = linear(selective_state_step(l.ssm_state, s), l.w_out, l.b_out);
+    hidden = project(selective_state_step(l.ssm_state, s), l.w_out, l.b_out);
   }
   RmsNormResult nr = rms_norm(hidden, norm_f_w_, norm_f_eps_, residual, res32);
-  copy_(logits_, linear(to_dtype(nr.y, c), head_w_));
+  copy_(logits_, project(to_dtype(nr.y, c), head_w_, Tensor()));
   if (opt_.greedy) argmax_rows_(logits_, opt_.vocab_limit, tokens_);
 }
 

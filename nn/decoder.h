@@ -27,6 +27,9 @@ struct DecoderOptions {
   bool greedy = false;      // the step also writes argmax(logits) into tokens() (the next input)
   int64_t vocab_limit = 0;  // the argmax looks at ids < vocab_limit (0: the config's vocab_size)
   bool cuda_graph = true;   // on CUDA: capture the step once and replay it
+  // The projections and the LM head through decode_linear (a GEMV kernel
+  // for batch <= 8 on CUDA) instead of cuBLASLt; the same math elsewhere.
+  bool gemv = false;
 };
 
 class Decoder {
@@ -65,6 +68,7 @@ class Decoder {
     double eps = 1e-5;
   };
   void run_step();  // the step as ops (eager; what the graph captures)
+  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) const;
 
   const MambaLM& model_;
   MambaConfig cfg_;

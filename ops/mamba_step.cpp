@@ -7,6 +7,7 @@
 
 #include "ops/common.h"
 #include "ops/cpu/mamba_step.h"
+#include "ops/matmul.h"
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/mamba_step.h"
@@ -184,6 +185,32 @@ Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in) {
 #else
   detail::no_cuda(op);
 #endif
+}
+
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "decode_linear";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, w, "w");
+  detail::check_rank(op, x, "x", 2);
+  detail::check_rank(op, w, "w", 2);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  COIL_CHECK(w.size(1) == k, op, ": w ", w.desc(), " does not match x ", x.desc());
+  if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
+#ifdef COIL_WITH_CUDA
+  const DType dt = x.dtype();
+  const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
+  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxRows && k >= 1 && w.dtype() == dt &&
+      (!bias.defined() || bias.dtype() == dt)) {
+    detail::check_same_device(op, {x, w, bias});
+    Tensor xv = rows_view(x), wc = contiguous(w.detach()).detach();
+    Tensor bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
+    Tensor out = Tensor::empty({m, n}, dt, x.device());
+    cuda::gemv_rows(xv.data_ptr(), row_stride(xv), wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr,
+                    out.data_ptr(), dt, m, n, k, x.device().index);
+    return out;
+  }
+#endif
+  return linear(x, w, bias);
 }
 
 void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out) {

@@ -36,6 +36,12 @@ struct SsmStepInputs {
 // x, dt, dt_weight, B, C, z must share one dtype (f32, bf16 or f16).
 Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in);
 
+// linear(x, w, bias) for a decode step's few rows: x (M, K), w (N, K),
+// bias (N) or undefined -> (M, N) in x's dtype. On CUDA with M <= 8 it is
+// one GEMV kernel that reads each weight row once for all M rows (no
+// cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
 // i64 on the same device, written in place (the next step's input ids stay

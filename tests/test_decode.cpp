@@ -156,12 +156,14 @@ std::vector<int64_t> ids_of(int64_t b, int64_t l, int64_t v, uint64_t salt) {
 
 // The decoder's logits after prefill and each of `steps` steps (fed with
 // fixed ids) against MambaLM::prefill/step; returns the worst rel_err.
-double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph) {
+double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph,
+                      bool gemv = false) {
   const Device dev = m.backbone->embedding->weight.device();
   const int64_t v = m.config().vocab_size;
   Tensor ids = Tensor::from_ints(ids_of(b, prompt, v, 1), {b, prompt}, DType::i64, dev);
   nn::DecoderOptions o;
   o.cuda_graph = graph;
+  o.gemv = gemv;
   nn::Decoder dec(m, b, o);
   CHECK(dec.graphed() == (graph && dev.is_cuda()));
   nn::MambaLM::InferenceCache cache;
@@ -290,14 +292,45 @@ TEST_CASE("decode: argmax_rows_ on the GPU equals the CPU") {
     }
 }
 
+TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear (f32, bf16)") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, n, k;
+    bool bias, slice;
+  };
+  // Aligned K (16-byte loads) and odd K (scalar loads); N across the
+  // warps-per-row choices; x as a column slice of a wider tensor.
+  for (S s : {S{1, 3072, 768, false, false}, S{3, 80, 1536, false, true}, S{8, 768, 1536, true, false},
+              S{5, 37, 37, true, true}, S{1, 50280, 768, false, false}, S{2, 513, 40, false, true},
+              S{9, 10, 16, false, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(dtype_name(dt));
+      Tensor wide_x = input({s.m, s.k + (s.slice ? 11 : 0)}, dt, Device::cuda(), g);
+      Tensor x = narrow(wide_x, 1, s.slice ? 3 : 0, s.k);
+      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+      Tensor want = linear(wide(x), wide(w), wide(b));
+      Tensor got = decode_linear(x, w, b);
+      CHECK(got.dtype() == dt);
+      CHECK(rel_err(wide(got), want) < tol(dt));
+    }
+}
+
 TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, bf16); graph == eager") {
   if (skip_without_gpu()) return;
   Poison poison;
   nn::MambaLM m32(small_lm(DType::f32, DType::f32), 5, Device::cuda());
   CHECK(decoder_vs_ops(m32, 3, 7, 6, true) < 1e-5);
   CHECK(decoder_vs_ops(m32, 1, 1, 3, false) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 5, Device::cuda());
   CHECK(decoder_vs_ops(mbf, 3, 7, 6, true) < 3e-2);
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/true) < 3e-2);
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;

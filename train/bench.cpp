@@ -313,6 +313,16 @@ void bench_generate(const BenchOptions& o, const Ceilings& c) {
                 wb / 1e6, sb / 1e6, c.copy_gbps);
     std::printf("%-22s %-34s step %9.4f ms  %10.0f tok/s\n", "  op path", "MambaLM::step, no graph", to.median_ms,
                 double(b) / (to.median_ms * 1e-3));
+    if (b <= 8) {
+      // The same step with the GEMV kernel (decode_linear) instead of cuBLASLt.
+      od.gemv = true;
+      nn::Decoder dg(model, b, od);
+      dg.prefill(ids);
+      auto tg = cuda::time_it([&](int) { dg.step(); }, 0, int(o.new_tokens), o.device);
+      std::printf("%-22s %-34s step %9.4f ms median of %lld  %10.0f tok/s  floor %.4f ms x%.2f\n", "  decode gemv",
+                  "fused + GEMV projections + graph", tg.median_ms, (long long)o.new_tokens,
+                  double(b) / (tg.median_ms * 1e-3), floor_ms, tg.median_ms / floor_ms);
+    }
     std::fflush(stdout);
   }
 }
