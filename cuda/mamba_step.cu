@@ -20,23 +20,28 @@ template <class Fn> void dispatch_act(DType t, const char* op, Fn&& fn) {
 
 __device__ __forceinline__ float silu_f(float v) { return v / (1.f + __expf(-v)); }
 
-// One thread per (b, c): the K-1 state entries of one channel are contiguous,
-// so a thread reads, convolves and shifts them without talking to others.
+// The conv step of one (b, c): the K-1 state entries of a channel are
+// contiguous, so one thread reads, convolves and shifts them alone.
+template <class T>
+__device__ __forceinline__ void conv_one(const ConvStepArgs& a, int64_t b, int64_t c, T xt) {
+  const int64_t km1 = a.width - 1;
+  T* s = static_cast<T*>(a.state) + (b * a.dim + c) * km1;
+  const float* w = a.w + c * a.width;
+  float acc = a.bias ? a.bias[c] : 0.f;
+  for (int64_t k = 0; k < km1; ++k) acc += w[k] * load_as<float, T>(s[k]);
+  acc += w[km1] * load_as<float, T>(xt);
+  for (int64_t k = 0; k + 1 < km1; ++k) s[k] = s[k + 1];
+  if (km1 > 0) s[km1 - 1] = xt;
+  static_cast<T*>(a.out)[b * a.dim + c] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+}
+
+// One thread per (b, c).
 template <class T>
 __global__ void conv_step_kernel(ConvStepArgs a) {
   const int64_t n = a.batch * a.dim;
-  const int64_t km1 = a.width - 1;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = i / a.dim, c = i - b * a.dim;
-    const T xt = static_cast<const T*>(a.x)[b * a.x_row + c];
-    T* s = static_cast<T*>(a.state) + i * km1;
-    const float* w = a.w + c * a.width;
-    float acc = a.bias ? a.bias[c] : 0.f;
-    for (int64_t k = 0; k < km1; ++k) acc += w[k] * load_as<float, T>(s[k]);
-    acc += w[km1] * load_as<float, T>(xt);
-    for (int64_t k = 0; k + 1 < km1; ++k) s[k] = s[k + 1];
-    if (km1 > 0) s[km1 - 1] = xt;
-    static_cast<T*>(a.out)[i] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+    conv_one<T>(a, b, c, static_cast<const T*>(a.x)[b * a.x_row + c]);
   }
 }
 
@@ -138,7 +143,7 @@ constexpr int kGemvMax = int(kGemvMaxRows);
 // covers 8 / wpr rows. Every thread reaches the __syncthreads.
 template <class T, bool Vec>
 __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
-                            int wpr) {
+                            int wpr, ConvStepArgs conv) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kGemvThreads / 32 / wpr;
   const int64_t n = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
@@ -194,15 +199,26 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
     float sum = 0.f;
     for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
     if (bias) sum += load_as<float, T>(bias[n]);
-    y[int64_t(lane) * N + n] = store_as<T, float>(sum);
+    const T out = store_as<T, float>(sum);
+    y[int64_t(lane) * N + n] = out;
+    // Fused conv step on the first conv.dim output columns (the x half of
+    // in_proj): the thread that made x[m, c] owns channel c of sequence m.
+    if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
   }
 }
 
 }  // namespace
 
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
-               int64_t N, int64_t K, int device) {
+               int64_t N, int64_t K, int device, const ConvStepArgs* conv) {
   COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
+  ConvStepArgs ca;  // out == nullptr: no conv epilogue
+  if (conv) {
+    COIL_CHECK(conv->batch == M && conv->dim <= N && conv->dtype == dtype && conv->out && conv->w,
+               "gemv_rows: the conv epilogue does not match the product (batch ", conv->batch, " vs ", M, ", dim ",
+               conv->dim, " vs ", N, ")");
+    ca = *conv;
+  }
   if (N == 0) return;
   const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
   const int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
@@ -215,7 +231,7 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
     auto launch = [&](auto kernel) {
       kernel<<<unsigned(blocks), kGemvThreads, 0, stream_of(device)>>>(
           static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
-          int(M), N, K, wpr);
+          int(M), N, K, wpr, ca);
       COIL_CUDA_LAUNCH_CHECK();
     };
     if (vec)

@@ -67,8 +67,11 @@ void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_
 // rows (a GEMV per row), with 16-byte loads when the rows are aligned;
 // small N splits K over several warps per row. x rows have stride x_row;
 // w, bias, y contiguous; one dtype (f32, bf16, f16), fp32 accumulation.
+// With `conv` (batch M, dim <= N; its x and x_row unused), the conv step
+// also runs on y[:, :conv.dim] as each value is made (in_proj's x half),
+// saving the separate conv launch.
 constexpr int64_t kGemvMaxRows = 8;
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
-               int64_t N, int64_t K, int device);
+               int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr);
 
 }  // namespace coil::cuda

@@ -98,8 +98,16 @@ void Decoder::run_step() {
   for (Layer& l : layers_) {
     RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
     residual = nr.residual;
-    Tensor xz = project(to_dtype(nr.y, c), l.w_in, l.b_in);  // (B, 2 Di): x | z
-    Tensor x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
+    // xz (B, 2 Di) = x | z, and x through the conv step (one kernel with gemv).
+    Tensor xz, x;
+    if (opt_.gemv) {
+      LinearConvResult pc = decode_linear_conv(to_dtype(nr.y, c), l.w_in, l.b_in, l.conv_state, l.conv_w, l.conv_b);
+      xz = pc.y;
+      x = pc.conv_out;
+    } else {
+      xz = linear(to_dtype(nr.y, c), l.w_in, l.b_in);
+      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
+    }
     Tensor x_dbl = project(x, l.w_x, Tensor());  // (B, R + 2N): dt | B | C
     SsmStepInputs s;
     s.x = x;

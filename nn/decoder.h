@@ -28,7 +28,8 @@ struct DecoderOptions {
   int64_t vocab_limit = 0;  // the argmax looks at ids < vocab_limit (0: the config's vocab_size)
   bool cuda_graph = true;   // on CUDA: capture the step once and replay it
   // The projections and the LM head through decode_linear (a GEMV kernel
-  // for batch <= 8 on CUDA) instead of cuBLASLt; the same math elsewhere.
+  // for batch <= 8 on CUDA) instead of cuBLASLt, with the conv step fused
+  // into in_proj's kernel (decode_linear_conv); the same math elsewhere.
   bool gemv = false;
 };
 

@@ -38,26 +38,56 @@ struct CpuState {
   }
 };
 
+// weight (C, K) or (C, 1, K) -> (C, K), checked.
+Tensor conv_weight_2d(const char* op, const Tensor& weight_in, int64_t C, const Tensor& x) {
+  detail::check_defined(op, weight_in, "weight");
+  Tensor weight = weight_in.dim() == 3 ? reshape(weight_in.detach(), {weight_in.size(0), weight_in.size(2)})
+                                       : weight_in.detach();
+  COIL_CHECK(weight.dim() == 2 && weight.size(0) == C && (weight_in.dim() == 2 || weight_in.size(1) == 1), op,
+             ": weight must be (", C, ", K) or (", C, ", 1, K) for x ", x.desc(), ", got ", weight_in.desc());
+  COIL_CHECK(weight.size(1) >= 1 && weight.size(1) <= 8, op, ": kernel width must be 1..8, got ", weight.size(1));
+  return weight;
+}
+
+void check_conv_state(const char* op, const Tensor& conv_state, int64_t B, int64_t C, int64_t K, DType dt) {
+  detail::check_defined(op, conv_state, "conv_state");
+  detail::check_shape(op, conv_state, "conv_state", {B, C, K - 1});
+  COIL_CHECK(conv_state.is_contiguous() && conv_state.dtype() == dt, op, ": conv_state must be contiguous with x's dtype ",
+             dtype_name(dt), ", got ", conv_state.desc());
+}
+
+#ifdef COIL_WITH_CUDA
+// Kernel arguments of the conv step on CUDA; `keep` holds the f32 copies.
+cuda::ConvStepArgs conv_args(const Tensor& conv_state, const Tensor& weight, const Tensor& bias, bool silu,
+                             const Tensor& out, std::vector<Tensor>& keep) {
+  Tensor w32 = contiguous(to_dtype(weight, DType::f32)).detach();
+  Tensor b32 = bias.defined() ? contiguous(to_dtype(bias.detach(), DType::f32)).detach() : Tensor();
+  keep = {w32, b32};
+  cuda::ConvStepArgs a;
+  a.batch = conv_state.size(0);
+  a.dim = conv_state.size(1);
+  a.width = weight.size(1);
+  a.dtype = conv_state.dtype();
+  a.state = conv_state.data_ptr();
+  a.w = w32.data<float>();
+  a.bias = b32.defined() ? b32.data<float>() : nullptr;
+  a.silu = silu;
+  a.out = out.data_ptr();
+  return a;
+}
+#endif
+
 }  // namespace
 
 Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tensor& weight_in, const Tensor& bias,
                           bool silu) {
   const char* op = "causal_conv1d_step";
   detail::check_defined(op, x, "x");
-  detail::check_defined(op, weight_in, "weight");
   detail::check_rank(op, x, "x", 2);
   const int64_t B = x.size(0), C = x.size(1);
-  Tensor weight = weight_in.dim() == 3 ? reshape(weight_in.detach(), {weight_in.size(0), weight_in.size(2)})
-                                       : weight_in.detach();
-  COIL_CHECK(weight.dim() == 2 && weight.size(0) == C && (weight_in.dim() == 2 || weight_in.size(1) == 1), op,
-             ": weight must be (", C, ", K) or (", C, ", 1, K) for x ", x.desc(), ", got ", weight_in.desc());
+  Tensor weight = conv_weight_2d(op, weight_in, C, x);
   const int64_t K = weight.size(1);
-  COIL_CHECK(K >= 1 && K <= 8, op, ": kernel width must be 1..8, got ", K);
-  check_2d(op, x, "x", B, C);
-  detail::check_defined(op, conv_state, "conv_state");
-  detail::check_shape(op, conv_state, "conv_state", {B, C, K - 1});
-  COIL_CHECK(conv_state.is_contiguous() && conv_state.dtype() == x.dtype(), op,
-             ": conv_state must be contiguous with x's dtype ", dtype_name(x.dtype()), ", got ", conv_state.desc());
+  check_conv_state(op, conv_state, B, C, K, x.dtype());
   if (bias.defined()) detail::check_shape(op, bias, "bias", {C});
   detail::check_same_device(op, {x, conv_state, weight, bias});
 
@@ -77,21 +107,11 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tenso
   }
 #ifdef COIL_WITH_CUDA
   Tensor xv = rows_view(x);
-  Tensor w32 = contiguous(to_dtype(weight, DType::f32)).detach();
-  Tensor b32 = bias.defined() ? contiguous(to_dtype(bias.detach(), DType::f32)).detach() : Tensor();
   Tensor out = Tensor::empty({B, C}, x.dtype(), x.device());
-  cuda::ConvStepArgs a;
-  a.batch = B;
-  a.dim = C;
-  a.width = K;
-  a.dtype = x.dtype();
+  std::vector<Tensor> keep;
+  cuda::ConvStepArgs a = conv_args(conv_state, weight, bias, silu, out, keep);
   a.x = xv.data_ptr();
   a.x_row = row_stride(xv);
-  a.state = conv_state.data_ptr();
-  a.w = w32.data<float>();
-  a.bias = b32.defined() ? b32.data<float>() : nullptr;
-  a.silu = silu;
-  a.out = out.data_ptr();
   cuda::conv_step(a, x.device().index);
   return out;
 #else
@@ -211,6 +231,44 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   }
 #endif
   return linear(x, w, bias);
+}
+
+LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
+                                    const Tensor& conv_w, const Tensor& conv_b, bool silu) {
+  const char* op = "decode_linear_conv";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, conv_state, "conv_state");
+  detail::check_rank(op, conv_state, "conv_state", 3);
+  const int64_t C = conv_state.size(1);
+#ifdef COIL_WITH_CUDA
+  const DType dt = x.dtype();
+  const int64_t m = x.dim() == 2 ? x.size(0) : 0;
+  const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
+  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxRows && w.defined() && w.dim() == 2 && w.dtype() == dt &&
+      w.size(1) == x.size(1) && x.size(1) >= 1 && w.size(0) >= C && (!bias.defined() || bias.dtype() == dt)) {
+    if (bias.defined()) detail::check_shape(op, bias, "bias", {w.size(0)});
+    Tensor weight = conv_weight_2d(op, conv_w, C, x);
+    check_conv_state(op, conv_state, m, C, weight.size(1), dt);
+    if (conv_b.defined()) detail::check_shape(op, conv_b, "conv bias", {C});
+    detail::check_same_device(op, {x, w, bias, conv_state, weight, conv_b});
+    const int64_t n = w.size(0);
+    Tensor xv = rows_view(x), wc = contiguous(w.detach()).detach();
+    Tensor bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
+    LinearConvResult r;
+    r.y = Tensor::empty({m, n}, dt, x.device());
+    r.conv_out = Tensor::empty({m, C}, dt, x.device());
+    std::vector<Tensor> keep;
+    cuda::ConvStepArgs a = conv_args(conv_state, weight, conv_b, silu, r.conv_out, keep);
+    cuda::gemv_rows(xv.data_ptr(), row_stride(xv), wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr,
+                    r.y.data_ptr(), dt, m, n, x.size(1), x.device().index, &a);
+    return r;
+  }
+#endif
+  LinearConvResult r;
+  r.y = decode_linear(x, w, bias);
+  COIL_CHECK(r.y.size(1) >= C, op, ": the product has ", r.y.size(1), " columns, fewer than the conv's ", C);
+  r.conv_out = causal_conv1d_step(narrow(r.y, 1, 0, C), conv_state, conv_w, conv_b, silu);
+  return r;
 }
 
 void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out) {

@@ -42,6 +42,17 @@ Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in);
 // cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
 Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 
+// decode_linear with the conv step fused in (in_proj then the conv on its x
+// half): y = decode_linear(x, w, bias) (M, N) and conv_out =
+// causal_conv1d_step(y[:, :C], conv_state, conv_w, conv_b, silu) (M, C),
+// C = conv_state.size(1). On CUDA with M <= 8 one kernel does both.
+struct LinearConvResult {
+  Tensor y;
+  Tensor conv_out;
+};
+LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
+                                    const Tensor& conv_w, const Tensor& conv_b = Tensor(), bool silu = true);
+
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
 // i64 on the same device, written in place (the next step's input ids stay

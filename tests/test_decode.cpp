@@ -226,6 +226,8 @@ TEST_CASE("decode: the Decoder equals MambaLM::prefill/step on the CPU (f64, f32
   CHECK(decoder_vs_ops(m32, 2, 4, 5, true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 3);
   CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 3e-2);
+  // The gemv option is the same math on the CPU (linear, then the conv step).
+  CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/true) < 1e-10);
 }
 
 TEST_CASE("decode: greedy decoding feeds the argmax back; the non-selective ablation is refused") {
@@ -318,6 +320,40 @@ TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear
       Tensor got = decode_linear(x, w, b);
       CHECK(got.dtype() == dt);
       CHECK(rel_err(wide(got), want) < tol(dt));
+    }
+}
+
+TEST_CASE("decode: decode_linear_conv (GEMV + conv step in one kernel) on the GPU equals linear then the conv step") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, c, n, k, width;
+    bool bias, conv_bias;
+  };
+  for (S s : {S{1, 1536, 3072, 768, 4, false, true}, S{3, 37, 74, 20, 4, true, true}, S{8, 37, 80, 24, 2, false, false},
+              S{5, 9, 9, 16, 3, true, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.c);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(s.width);
+      CAPTURE(dtype_name(dt));
+      Tensor x = input({s.m, s.k}, dt, Device::cuda(), g);
+      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+      Tensor cw = input({s.c, 1, s.width}, DType::f32, Device::cuda(), g);
+      Tensor cb = s.conv_bias ? input({s.c}, DType::f32, Device::cuda(), g) : Tensor();
+      Tensor state = input({s.m, s.c, s.width - 1}, dt, Device::cuda(), g);
+      Tensor ref_state = state.clone().detach();
+      Tensor y = linear(x, w, b);
+      Tensor ref = causal_conv1d_step(narrow(y, 1, 0, s.c), ref_state, cw, cb, true);
+      LinearConvResult got = decode_linear_conv(x, w, b, state, cw, cb, true);
+      CHECK(rel_err(wide(got.y), wide(y)) < tol(dt));
+      CHECK(rel_err(wide(got.conv_out), wide(ref)) < tol(dt));
+      // The states agree up to the one rounding of y the two paths may differ by.
+      CHECK(rel_err(wide(state), wide(ref_state)) < tol(dt));
     }
 }
 
