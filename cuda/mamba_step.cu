@@ -1,3 +1,4 @@
+#include "cuda/block_reduce.cuh"
 #include "cuda/common.cuh"
 #include "cuda/mamba_step.h"
 
@@ -156,11 +157,62 @@ __global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) 
 constexpr int kGemvThreads = 256;
 constexpr int kGemvMax = int(kGemvMaxRows);
 
+// Loads, stores and roundings through a dtype known at run time (the norm
+// prologue's few values per block; f32, bf16 or f16).
+__device__ __forceinline__ float load_dyn(const void* p, DType t, int64_t i) {
+  if (t == DType::bf16) return load_as<float, bf16>(static_cast<const bf16*>(p)[i]);
+  if (t == DType::f16) return load_as<float, f16>(static_cast<const f16*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+__device__ __forceinline__ float round_dyn(float v, DType t) {
+  if (t == DType::bf16) return load_as<float, bf16>(store_as<bf16, float>(v));
+  if (t == DType::f16) return load_as<float, f16>(store_as<f16, float>(v));
+  return v;
+}
+__device__ __forceinline__ void store_dyn(void* p, DType t, int64_t i, float v) {
+  if (t == DType::bf16)
+    static_cast<bf16*>(p)[i] = store_as<bf16, float>(v);
+  else if (t == DType::f16)
+    static_cast<f16*>(p)[i] = store_as<f16, float>(v);
+  else
+    static_cast<float*>(p)[i] = v;
+}
+
+// The norm prologue: each block normalises the M input rows into shared
+// memory (xs, M*K floats) exactly as ops/rms_norm's CUDA kernel and the
+// cast to T would: r = x + residual rounded through the residual's dtype,
+// y = r * rsqrt(mean(r^2) + eps) * weight rounded to x's dtype, then to T.
+// Block 0 also writes the new residual stream (a buffer no block reads).
+template <class T>
+__device__ void norm_prologue(const NormPrologue& p, int M, int64_t K, float* xs) {
+  __shared__ float scratch[32];
+  for (int m = 0; m < M; ++m) {
+    float ss = 0.f;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+      float v = load_dyn(p.x, p.x_dtype, m * K + k);
+      if (p.residual) v += load_dyn(p.residual, p.residual_dtype, m * K + k);
+      v = round_dyn(v, p.residual_out_dtype);
+      if (blockIdx.x == 0) store_dyn(p.residual_out, p.residual_out_dtype, m * K + k, v);
+      xs[m * K + k] = v;
+      ss += v * v;
+    }
+    ss = block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / float(K) + p.eps);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+      xs[m * K + k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[m * K + k] * rstd * p.weight[k], p.x_dtype)));
+  }
+  __syncthreads();
+}
+
 // Warps per output row `wpr` (1, 2, 4 or 8) split the K dimension; a block
-// covers 8 / wpr rows. Every thread reaches the __syncthreads.
-template <class T, bool Vec>
+// covers 8 / wpr rows. Every thread reaches the barriers. Norm: the input
+// rows come from the norm prologue (shared memory) instead of x.
+template <class T, bool Vec, bool Norm>
 __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
-                            int wpr, ConvStepArgs conv) {
+                            int wpr, ConvStepArgs conv, NormPrologue norm) {
+  extern __shared__ float4 xs4[];  // Norm: M*K floats, 16-byte aligned
+  float* xs = reinterpret_cast<float*>(xs4);
+  if constexpr (Norm) norm_prologue<T>(norm, M, K, xs);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kGemvThreads / 32 / wpr;
   const int64_t n = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
@@ -186,10 +238,20 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
 #pragma unroll
         for (int m = 0; m < kGemvMax; ++m) {
           if (m < M) {
-            Pack xp;
-            xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
+            if constexpr (Norm) {
+              // K % E == 0, so row m's chunk v starts 16-byte aligned.
+              const float4* xr = reinterpret_cast<const float4*>(xs + m * K + v * E);
 #pragma unroll
-            for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
+              for (int q = 0; q < E / 4; ++q) {
+                const float4 t = xr[q];
+                acc[m] += wf[4 * q] * t.x + wf[4 * q + 1] * t.y + wf[4 * q + 2] * t.z + wf[4 * q + 3] * t.w;
+              }
+            } else {
+              Pack xp;
+              xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
+#pragma unroll
+              for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
+            }
           }
         }
       }
@@ -198,7 +260,7 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
         const float wv = load_as<float, T>(wr[k]);
 #pragma unroll
         for (int m = 0; m < kGemvMax; ++m)
-          if (m < M) acc[m] += wv * load_as<float, T>(x[m * x_row + k]);
+          if (m < M) acc[m] += wv * (Norm ? xs[m * K + k] : load_as<float, T>(x[m * x_row + k]));
       }
     }
   }
@@ -227,7 +289,7 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
 }  // namespace
 
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
-               int64_t N, int64_t K, int device, const ConvStepArgs* conv) {
+               int64_t N, int64_t K, int device, const ConvStepArgs* conv, const NormPrologue* norm) {
   COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
   ConvStepArgs ca;  // out == nullptr: no conv epilogue
   if (conv) {
@@ -235,6 +297,15 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
                "gemv_rows: the conv epilogue does not match the product (batch ", conv->batch, " vs ", M, ", dim ",
                conv->dim, " vs ", N, ")");
     ca = *conv;
+  }
+  NormPrologue np;
+  size_t smem = 0;
+  if (norm) {
+    COIL_CHECK(norm->x && norm->weight && norm->residual_out, "gemv_rows: incomplete norm prologue");
+    smem = size_t(M * K) * sizeof(float);
+    COIL_CHECK(smem <= kGemvNormMaxSmem, "gemv_rows: the norm prologue needs ", smem, " bytes of shared memory (at most ",
+               kGemvNormMaxSmem, ")");
+    np = *norm;
   }
   if (N == 0) return;
   const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
@@ -244,17 +315,24 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
     using T = typename decltype(tag)::type;
     constexpr int64_t E = 16 / int64_t(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = K % E == 0 && (M == 1 || x_row % E == 0) && aligned(x) && aligned(w);
+    const bool vec = K % E == 0 && aligned(w) && (norm || ((M == 1 || x_row % E == 0) && aligned(x)));
     auto launch = [&](auto kernel) {
-      kernel<<<unsigned(blocks), kGemvThreads, 0, stream_of(device)>>>(
+      kernel<<<unsigned(blocks), kGemvThreads, smem, stream_of(device)>>>(
           static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
-          int(M), N, K, wpr, ca);
+          int(M), N, K, wpr, ca, np);
       COIL_CUDA_LAUNCH_CHECK();
     };
-    if (vec)
-      launch(gemv_kernel<T, true>);
-    else
-      launch(gemv_kernel<T, false>);
+    if (norm) {
+      if (vec)
+        launch(gemv_kernel<T, true, true>);
+      else
+        launch(gemv_kernel<T, false, true>);
+    } else {
+      if (vec)
+        launch(gemv_kernel<T, true, false>);
+      else
+        launch(gemv_kernel<T, false, false>);
+    }
   });
 }
 

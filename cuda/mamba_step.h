@@ -70,8 +70,26 @@ void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_
 // With `conv` (batch M, dim <= N; its x and x_row unused), the conv step
 // also runs on y[:, :conv.dim] as each value is made (in_proj's x half),
 // saving the separate conv launch.
+// With `norm`, the input rows are not read from x but made by a fused
+// residual add + RMSNorm (ops/rms_norm's math and roundings, then the cast
+// to dtype) of hidden (M, K) and residual (M, K) or null; the new residual
+// stream (M, K) is written to residual_out (which must not alias either
+// input). Every block recomputes the M norms (cheap: K values per row from
+// L2), so a layer's norm costs no launch. Needs M*K*4 <= kGemvNormMaxSmem.
+struct NormPrologue {
+  const void* x = nullptr;  // hidden (M, K) contiguous
+  DType x_dtype = DType::f32;
+  const void* residual = nullptr;  // (M, K) contiguous or null
+  DType residual_dtype = DType::f32;
+  const float* weight = nullptr;  // (K)
+  float eps = 1e-5f;
+  void* residual_out = nullptr;  // (M, K) contiguous
+  DType residual_out_dtype = DType::f32;
+};
 constexpr int64_t kGemvMaxRows = 8;
+constexpr size_t kGemvNormMaxSmem = 46 * 1024;  // dynamic; the kernel has ~0.4 KiB static
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
-               int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr);
+               int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr,
+               const NormPrologue* norm = nullptr);
 
 }  // namespace coil::cuda

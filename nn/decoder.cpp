@@ -96,15 +96,18 @@ void Decoder::run_step() {
   Tensor hidden = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
   Tensor residual;
   for (Layer& l : layers_) {
-    RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
-    residual = nr.residual;
-    // xz (B, 2 Di) = x | z, and x through the conv step (one kernel with gemv).
+    // The block's norm, then xz (B, 2 Di) = x | z and x through the conv
+    // step (with gemv: all in one kernel).
     Tensor xz, x;
     if (opt_.gemv) {
-      LinearConvResult pc = decode_linear_conv(to_dtype(nr.y, c), l.w_in, l.b_in, l.conv_state, l.conv_w, l.conv_b);
-      xz = pc.y;
-      x = pc.conv_out;
+      NormLinearResult nl = decode_norm_linear(hidden, residual, l.norm_w, l.eps, res32, l.w_in, l.b_in,
+                                               l.conv_state, l.conv_w, l.conv_b);
+      residual = nl.residual;
+      xz = nl.y;
+      x = nl.conv_out;
     } else {
+      RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
+      residual = nr.residual;
       xz = linear(to_dtype(nr.y, c), l.w_in, l.b_in);
       x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
     }

@@ -8,6 +8,7 @@
 #include "ops/common.h"
 #include "ops/cpu/mamba_step.h"
 #include "ops/matmul.h"
+#include "ops/rms_norm.h"
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/mamba_step.h"
@@ -268,6 +269,75 @@ LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tens
   r.y = decode_linear(x, w, bias);
   COIL_CHECK(r.y.size(1) >= C, op, ": the product has ", r.y.size(1), " columns, fewer than the conv's ", C);
   r.conv_out = causal_conv1d_step(narrow(r.y, 1, 0, C), conv_state, conv_w, conv_b, silu);
+  return r;
+}
+
+NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                    bool residual_in_fp32, const Tensor& w, const Tensor& bias,
+                                    const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b, bool silu) {
+  const char* op = "decode_norm_linear";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, w, "w");
+  detail::check_defined(op, norm_w, "norm weight");
+#ifdef COIL_WITH_CUDA
+  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+  const DType dt = w.dtype();
+  const int64_t m = x.dim() == 2 ? x.size(0) : 0, k = x.size(-1);
+  if (x.is_cuda() && x.dim() == 2 && w.dim() == 2 && act(dt) && act(x.dtype()) &&
+      (!residual.defined() || act(residual.dtype())) && m >= 1 && m <= cuda::kGemvMaxRows && k >= 1 &&
+      w.size(1) == k && norm_w.dtype() == DType::f32 && size_t(m * k) * sizeof(float) <= cuda::kGemvNormMaxSmem &&
+      (!bias.defined() || bias.dtype() == dt) &&
+      (!conv_state.defined() || (conv_state.dim() == 3 && conv_state.size(1) <= w.size(0)))) {
+    const int64_t n = w.size(0);
+    detail::check_shape(op, norm_w, "norm weight", {k});
+    if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
+    if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
+    COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+    detail::check_same_device(op, {x, residual, norm_w, w, bias, conv_state});
+    // The residual stream's dtype, as rms_norm picks it.
+    const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
+    Tensor xc = contiguous(x.detach()).detach(), nw = contiguous(norm_w.detach()).detach();
+    Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+    Tensor wc = contiguous(w.detach()).detach(), bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
+    NormLinearResult r;
+    r.residual = Tensor::empty({m, k}, rdt, x.device());
+    r.y = Tensor::empty({m, n}, dt, x.device());
+    cuda::NormPrologue np;
+    np.x = xc.data_ptr();
+    np.x_dtype = xc.dtype();
+    np.residual = rc.defined() ? rc.data_ptr() : nullptr;
+    np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
+    np.weight = nw.data<float>();
+    np.eps = float(eps);
+    np.residual_out = r.residual.data_ptr();
+    np.residual_out_dtype = rdt;
+    std::vector<Tensor> keep;
+    cuda::ConvStepArgs ca;
+    if (conv_state.defined()) {
+      const int64_t c = conv_state.size(1);
+      Tensor weight = conv_weight_2d(op, conv_w, c, x);
+      check_conv_state(op, conv_state, m, c, weight.size(1), dt);
+      if (conv_b.defined()) detail::check_shape(op, conv_b, "conv bias", {c});
+      detail::check_same_device(op, {x, weight, conv_b});
+      r.conv_out = Tensor::empty({m, c}, dt, x.device());
+      ca = conv_args(conv_state, weight, conv_b, silu, r.conv_out, keep);
+    }
+    cuda::gemv_rows(nullptr, k, wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr, r.y.data_ptr(), dt, m, n, k,
+                    x.device().index, conv_state.defined() ? &ca : nullptr, &np);
+    return r;
+  }
+#endif
+  RmsNormResult nr = rms_norm(x, norm_w, eps, residual, residual_in_fp32);
+  NormLinearResult r;
+  r.residual = nr.residual;
+  Tensor h = to_dtype(nr.y, w.dtype());
+  if (conv_state.defined()) {
+    LinearConvResult lc = decode_linear_conv(h, w, bias, conv_state, conv_w, conv_b, silu);
+    r.y = lc.y;
+    r.conv_out = lc.conv_out;
+  } else {
+    r.y = decode_linear(h, w, bias);
+  }
   return r;
 }
 

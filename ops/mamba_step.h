@@ -53,6 +53,22 @@ struct LinearConvResult {
 LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
                                     const Tensor& conv_w, const Tensor& conv_b = Tensor(), bool silu = true);
 
+// A layer's pre-norm and in_proj (+ conv) in one: the fused residual add +
+// RMSNorm (ops/rms_norm.h) of x with `residual`, cast to w's dtype, then
+// decode_linear_conv (conv_state defined) or decode_linear. Returns the new
+// residual stream, the product and the conv output (undefined without
+// conv_state). On CUDA with M <= 8 (and M*K floats fitting in shared
+// memory) one kernel does all of it; elsewhere the ops run one by one.
+struct NormLinearResult {
+  Tensor residual;
+  Tensor y;
+  Tensor conv_out;
+};
+NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                    bool residual_in_fp32, const Tensor& w, const Tensor& bias,
+                                    const Tensor& conv_state = Tensor(), const Tensor& conv_w = Tensor(),
+                                    const Tensor& conv_b = Tensor(), bool silu = true);
+
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
 // i64 on the same device, written in place (the next step's input ids stay

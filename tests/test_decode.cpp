@@ -357,6 +357,56 @@ TEST_CASE("decode: decode_linear_conv (GEMV + conv step in one kernel) on the GP
     }
 }
 
+TEST_CASE("decode: decode_norm_linear (add + RMSNorm + GEMV + conv in one kernel) on the GPU equals the ops") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, k, n, c;  // c = 0: no conv
+    DType x_dt, res_dt;  // res_dt f64: no residual (the first block)
+    bool res32;
+  };
+  const DType none = DType::f64;
+  for (S s : {S{1, 768, 3072, 1536, DType::f32, none, true}, S{1, 768, 3072, 1536, DType::bf16, DType::f32, true},
+              S{3, 20, 80, 37, DType::bf16, DType::bf16, false}, S{8, 24, 50, 0, DType::bf16, DType::f32, true},
+              S{2, 40, 513, 0, DType::f32, DType::f32, false}, S{5, 768, 40, 20, DType::bf16, none, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      CAPTURE(s.c);
+      CAPTURE(dtype_name(s.x_dt));
+      CAPTURE(dtype_name(s.res_dt));
+      CAPTURE(s.res32);
+      CAPTURE(dtype_name(dt));
+      const Device gpu = Device::cuda();
+      Tensor x = input({s.m, s.k}, s.x_dt, gpu, g, -2, 2);
+      Tensor res = s.res_dt == none ? Tensor() : input({s.m, s.k}, s.res_dt, gpu, g, -2, 2);
+      Tensor nw = input({s.k}, DType::f32, gpu, g, 0.5, 1.5);
+      Tensor w = input({s.n, s.k}, dt, gpu, g), b = s.n % 2 ? input({s.n}, dt, gpu, g) : Tensor();
+      Tensor cw, state, ref_state;
+      if (s.c > 0) {
+        cw = input({s.c, 4}, DType::f32, gpu, g);
+        state = input({s.m, s.c, 3}, dt, gpu, g);
+        ref_state = state.clone().detach();
+      }
+      RmsNormResult nr = rms_norm(x, nw, 1e-5, res, s.res32);
+      Tensor y = linear(to_dtype(nr.y, dt), w, b);
+      NormLinearResult got = decode_norm_linear(x, res, nw, 1e-5, s.res32, w, b, state, cw, Tensor(), true);
+      CHECK(got.residual.dtype() == nr.residual.dtype());
+      CHECK(rel_err(wide(got.residual), wide(nr.residual)) < 1e-6);
+      CHECK(rel_err(wide(got.y), wide(y)) < tol(dt));
+      if (s.c > 0) {
+        Tensor ref = causal_conv1d_step(narrow(y, 1, 0, s.c), ref_state, cw, Tensor(), true);
+        CHECK(rel_err(wide(got.conv_out), wide(ref)) < tol(dt));
+        CHECK(rel_err(wide(state), wide(ref_state)) < tol(dt));
+      } else {
+        CHECK_FALSE(got.conv_out.defined());
+      }
+    }
+}
+
 TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, bf16); graph == eager") {
   if (skip_without_gpu()) return;
   Poison poison;

@@ -342,7 +342,7 @@ void bench_generate(const BenchOptions& o, const Ceilings& c) {
       }
       std::printf("%-22s %-34s step %9.4f ms median of %lld  %10.0f tok/s  floor %.4f ms x%.2f  (logits vs cuBLASLt "
                   "path: rel diff %.1e)\n",
-                  "  decode gemv", "fused + GEMV(+conv) + graph", tg.median_ms, (long long)o.new_tokens,
+                  "  decode gemv", "norm+GEMV+conv, GEMVs, graph", tg.median_ms, (long long)o.new_tokens,
                   double(b) / (tg.median_ms * 1e-3), floor_ms, tg.median_ms / floor_ms,
                   den > 0 ? std::sqrt(num / den) : std::sqrt(num));
     }
