@@ -111,23 +111,60 @@ __device__ __forceinline__ bool better(float v, int64_t i, float bv, int64_t bi)
   return v > bv || (v == bv && i < bi);
 }
 
-constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxThreads = 1024;
 
-// One block per row: a strided pass per thread, then a warp-shuffle and
-// shared-memory reduction. Reads each logit once.
-template <class T, class I>
-__global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) {
-  const T* row = x + int64_t(blockIdx.x) * x_row;
-  float bv = -INFINITY;
-  int64_t bi = INT64_MAX;
-  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) {
-    float v = load_as<float, T>(row[j]);
-    if (v != v) v = -INFINITY;
-    if (better(v, j, bv, bi)) {
-      bv = v;
-      bi = j;
+template <class T> struct Argmax {
+  float v = -INFINITY;
+  int64_t i = INT64_MAX;
+  __device__ __forceinline__ void see(T t, int64_t j) {
+    float f = load_as<float, T>(t);
+    if (f != f) f = -INFINITY;
+    if (better(f, j, v, i)) {
+      v = f;
+      i = j;
     }
   }
+};
+
+// One block per row (a decode step has few rows, so a block is wide and
+// keeps four 16-byte loads in flight per thread: a single block can then
+// pull a 50k-entry row at a good fraction of the bandwidth), then a
+// warp-shuffle and shared-memory reduction. Vec: 16-byte aligned rows.
+template <class T, class I, bool Vec>
+__global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) {
+  const T* row = x + int64_t(blockIdx.x) * x_row;
+  const int64_t nt = blockDim.x;
+  Argmax<T> best;
+  int64_t tail = 0;
+  if constexpr (Vec) {
+    constexpr int E = 16 / int(sizeof(T));
+    union Pack {
+      uint4 v;
+      T e[E];
+    };
+    const uint4* rv = reinterpret_cast<const uint4*>(row);
+    const int64_t nv = limit / E;
+    int64_t v = threadIdx.x;
+    for (; v + 3 * nt < nv; v += 4 * nt) {
+      Pack p[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) p[q].v = rv[v + q * nt];
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < E; ++e) best.see(p[q].e[e], (v + q * nt) * E + e);
+    }
+    for (; v < nv; v += nt) {
+      Pack p;
+      p.v = rv[v];
+#pragma unroll
+      for (int e = 0; e < E; ++e) best.see(p.e[e], v * E + e);
+    }
+    tail = nv * E;
+  }
+  for (int64_t j = tail + threadIdx.x; j < limit; j += nt) best.see(row[j], j);
+  float bv = best.v;
+  int64_t bi = best.i;
   for (int off = 16; off > 0; off >>= 1) {
     const float ov = __shfl_down_sync(0xffffffffu, bv, off);
     const int64_t oi = __shfl_down_sync(0xffffffffu, bi, off);
@@ -229,6 +266,9 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
         T e[E];
       };
       const int64_t nv = K / E;
+      // A lane has a few vectors per row (K 768-1536): unrolled, their
+      // loads are issued together instead of one round trip each.
+#pragma unroll 4
       for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
         Pack wp;
         wp.v = reinterpret_cast<const uint4*>(wr)[v];
@@ -370,8 +410,11 @@ void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_
     using T = typename decltype(tag)::type;
     dispatch_index(out_dtype, "argmax_rows", [&](auto itag) {
       using I = typename decltype(itag)::type;
-      argmax_kernel<T, I><<<unsigned(rows), kArgmaxThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), limit,
-                                                                                   x_row, static_cast<I*>(out));
+      constexpr int64_t E = 16 / int64_t(sizeof(T));
+      const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0 && (rows == 1 || x_row % E == 0);
+      auto kernel = vec ? argmax_kernel<T, I, true> : argmax_kernel<T, I, false>;
+      kernel<<<unsigned(rows), kArgmaxThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), limit, x_row,
+                                                                       static_cast<I*>(out));
       COIL_CUDA_LAUNCH_CHECK();
     });
   });

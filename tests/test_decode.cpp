@@ -283,15 +283,24 @@ TEST_CASE("decode: argmax_rows_ on the GPU equals the CPU") {
   if (skip_without_gpu()) return;
   Generator g{fresh_seed(), 0};
   Poison poison;
+  // Odd row strides take the scalar loads, strides of 16 bytes the vector
+  // loads (with a tail when the limit is not a multiple of 8).
   for (DType dt : {DType::f32, DType::bf16})
-    for (int64_t v : {1, 37, 50280}) {
-      CAPTURE(v);
-      Tensor x = input({3, v + 5}, dt, Device::cpu(), g);  // bf16: ties are likely, the first must win
-      Tensor want = Tensor::zeros({3}, DType::i64), got = Tensor::empty({3}, DType::i32, Device::cuda());
-      argmax_rows_(x, v, want);
-      argmax_rows_(x.to(Device::cuda()), v, got);
-      CHECK(got.to_vector() == want.to_vector());
-    }
+    for (int64_t v : {1, 37, 50277, 50280})
+      for (int64_t cols : {v + 5, (v + 7) / 8 * 8}) {
+        CAPTURE(v);
+        CAPTURE(cols);
+        Tensor x = input({3, cols}, dt, Device::cpu(), g);  // bf16: ties are likely, the first must win
+        Tensor want = Tensor::zeros({3}, DType::i64), got = Tensor::empty({3}, DType::i32, Device::cuda());
+        argmax_rows_(x, v, want);
+        argmax_rows_(x.to(Device::cuda()), v, got);
+        CHECK(got.to_vector() == want.to_vector());
+      }
+  // NaN never wins; an all -inf/NaN row gives 0.
+  Tensor x = Tensor::from_vector({0, 3, 3, 9, NAN, -1, -2, 0, -INFINITY, -INFINITY, NAN, 5}, {3, 4}, DType::bf16);
+  Tensor out = Tensor::empty({3}, DType::i64, Device::cuda());
+  argmax_rows_(x.to(Device::cuda()), 3, out);
+  CHECK(out.to_vector() == std::vector<double>{1, 1, 0});
 }
 
 TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear (f32, bf16)") {
