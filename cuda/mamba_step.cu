@@ -347,8 +347,8 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
   if (norm) {
     COIL_CHECK(norm->x && norm->weight && norm->residual_out, "gemv_rows: incomplete norm prologue");
     smem = size_t(M * K) * sizeof(float);
-    COIL_CHECK(smem <= kGemvNormMaxSmem, "gemv_rows: the norm prologue needs ", smem, " bytes of shared memory (at most ",
-               kGemvNormMaxSmem, ")");
+    COIL_CHECK(smem <= kGemvNormMaxSmem, "gemv_rows: the norm prologue needs ", smem,
+               " bytes of shared memory (at most ", kGemvNormMaxSmem, ")");
     np = *norm;
   }
   if (N == 0) return;

@@ -157,7 +157,8 @@ const Tensor& Decoder::prefill(const Tensor& ids) {
 void Decoder::set_tokens(const Tensor& ids) {
   COIL_CHECK((ids.dim() == 1 && ids.size(0) == batch_) || (ids.dim() == 2 && ids.size(0) == batch_ && ids.size(1) == 1),
              "Decoder::set_tokens: ids must be (", batch_, ") or (", batch_, ", 1), got ", ids.desc());
-  COIL_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, "Decoder::set_tokens: ids must be i32 or i64, got ",
+  COIL_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64,
+             "Decoder::set_tokens: ids must be i32 or i64, got ",
              ids.desc());
   NoGradGuard no_grad;
   copy_(tokens_, reshape(ids, {batch_}));

@@ -12,7 +12,7 @@
 // casts them on every call); the conv weights, A = -exp(A_log), D and the dt
 // bias are kept in f32 (f64 for f64 models) as the kernels read them. The
 // model must outlive the decoder, and its weights must not change while the
-// decoder lives (it holds copies).
+// decoder lives (it holds copies, or aliases where the dtype already fits).
 #pragma once
 #include <memory>
 #include <string>

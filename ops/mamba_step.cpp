@@ -53,7 +53,8 @@ Tensor conv_weight_2d(const char* op, const Tensor& weight_in, int64_t C, const 
 void check_conv_state(const char* op, const Tensor& conv_state, int64_t B, int64_t C, int64_t K, DType dt) {
   detail::check_defined(op, conv_state, "conv_state");
   detail::check_shape(op, conv_state, "conv_state", {B, C, K - 1});
-  COIL_CHECK(conv_state.is_contiguous() && conv_state.dtype() == dt, op, ": conv_state must be contiguous with x's dtype ",
+  COIL_CHECK(conv_state.is_contiguous() && conv_state.dtype() == dt, op,
+             ": conv_state must be contiguous with x's dtype ",
              dtype_name(dt), ", got ", conv_state.desc());
 }
 
