@@ -225,7 +225,7 @@ TEST_CASE("decode: the Decoder equals MambaLM::prefill/step on the CPU (f64, f32
   nn::MambaLM m32(small_lm(DType::f32, DType::f32), 3);
   CHECK(decoder_vs_ops(m32, 2, 4, 5, true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 3);
-  CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 3e-2);
+  CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 1e-2);
   // The gemv option is the same math on the CPU (linear, then the conv step).
   CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/true) < 1e-10);
 }
@@ -424,8 +424,8 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   CHECK(decoder_vs_ops(m32, 1, 1, 3, false) < 1e-5);
   CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 5, Device::cuda());
-  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true) < 3e-2);
-  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/true) < 3e-2);
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/true) < 1e-2);
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;
