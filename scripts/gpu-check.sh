@@ -39,6 +39,7 @@ if [ "$mode" = bench ]; then
     ./coil bench step --config configs/mamba-130m.yaml --micro-batch "$b" 2>&1 | tail -2 | tee -a "$out/bench.log"
   done
   ./coil bench step --config configs/mamba-370m.yaml --micro-batch 16 2>&1 | tail -2 | tee -a "$out/bench.log"
+  ./coil bench generate --config configs/mamba-130m.yaml --batch 1,64 2>&1 | tee -a "$out/bench.log"
 fi
 
 echo

@@ -16,9 +16,15 @@ struct BenchOptions {
   std::vector<std::string> overrides;
   bool profile = false;         // bench step: also print a per-op breakdown
   int64_t micro_batch = 0;      // bench step: sequences per step (0 = the config's)
+  // bench generate: batch sizes, prompt length, decode steps (config
+  // default: configs/mamba-130m.yaml)
+  std::vector<int64_t> gen_batches{1, 64};
+  int64_t prompt_len = 2048;
+  int64_t new_tokens = 128;
 };
 
-// what: copy, gemm, scan, conv, norm, step (needs opt.config), all. Returns a process exit code.
+// what: copy, gemm, scan, conv, norm, embedding, step (needs opt.config), generate, all (the
+// kernels). Returns a process exit code.
 int run_bench(const std::vector<std::string>& what, const BenchOptions& opt);
 
 }  // namespace coil::train

@@ -10,6 +10,7 @@
 #include "autograd/grad_mode.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
+#include "nn/decoder.h"
 #include "ops/creation.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -61,6 +62,46 @@ int32_t sample_token(const std::vector<double>& logits, int64_t vocab_limit, con
   return order[keep - 1];
 }
 
+namespace {
+
+// The CUDA path: nn::Decoder (fused step kernels, one graph launch per
+// token). Greedy keeps the argmax on the device; only the chosen id comes
+// back per token (to stream the text and stop at eos). Sampling reads the
+// logits row and draws on the host exactly as the op path does, so a seed
+// gives the same tokens on both paths (up to the logits' rounding).
+std::vector<int32_t> generate_tokens_fused(const nn::MambaLM& model, const std::vector<int64_t>& ids,
+                                           int64_t max_new_tokens, const SampleOptions& opt, Generator& gen,
+                                           int64_t vocab_limit, int32_t eos_id,
+                                           const std::function<void(int32_t)>& on_token) {
+  const int64_t pv = model.config().padded_vocab_size();
+  // The checks sample_token makes, also for greedy runs that never call it.
+  COIL_CHECK(vocab_limit >= 1, "sample_token: no token to sample (vocab limit ", vocab_limit, ")");
+  COIL_CHECK(opt.temperature >= 0 && std::isfinite(opt.temperature), "--temperature: must be >= 0 (got ",
+             opt.temperature, ")");
+  COIL_CHECK(opt.top_k >= 0, "--top-k: must be >= 0 (got ", opt.top_k, ")");
+  COIL_CHECK(opt.top_p > 0 && opt.top_p <= 1, "--top-p: must be in (0, 1] (got ", opt.top_p, ")");
+  const bool greedy = opt.temperature == 0 || opt.top_k == 1;
+  nn::DecoderOptions o;
+  o.greedy = greedy;
+  o.vocab_limit = std::clamp<int64_t>(vocab_limit, 1, pv);
+  const Device device = model.backbone->embedding->weight.device();
+  nn::Decoder dec(model, 1, o);
+  dec.prefill(Tensor::from_ints(ids, {1, int64_t(ids.size())}, DType::i64, device));
+  std::vector<int32_t> out;
+  for (int64_t t = 0; t < max_new_tokens; ++t) {
+    const int32_t next =
+        greedy ? int32_t(dec.tokens().item()) : sample_token(dec.logits().to_vector(), vocab_limit, opt, gen);
+    out.push_back(next);
+    if (on_token) on_token(next);
+    if (next == eos_id || t + 1 == max_new_tokens) break;
+    if (!greedy) dec.set_tokens(Tensor::from_ints({int64_t(next)}, {1}, DType::i64, device));
+    dec.step();
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<int32_t> generate_tokens(const nn::MambaLM& model, const std::vector<int32_t>& prompt,
                                      int64_t max_new_tokens, const SampleOptions& opt, uint64_t seed,
                                      int64_t vocab_limit, int32_t eos_id, Device device,
@@ -73,6 +114,8 @@ std::vector<int32_t> generate_tokens(const nn::MambaLM& model, const std::vector
   nn::MambaLM::InferenceCache cache;
   std::vector<int32_t> out;
   if (max_new_tokens == 0) return out;
+  if (device.is_cuda() && nn::Decoder::unsupported(model.config(), device).empty())
+    return generate_tokens_fused(model, ids, max_new_tokens, opt, gen, vocab_limit, eos_id, on_token);
   Tensor logits = model.prefill(Tensor::from_ints(ids, {1, int64_t(ids.size())}, DType::i64, device), cache);
   for (int64_t t = 0; t < max_new_tokens; ++t) {
     const int32_t next = sample_token(logits.to_vector(), vocab_limit, opt, gen);

@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
 
   train::BenchOptions bopt;
   std::vector<std::string> what;
-  auto* be = app.add_subcommand("bench", "GPU benchmarks: copy, gemm, norm, conv, scan, all; step --config X");
+  auto* be = app.add_subcommand(
+      "bench", "GPU benchmarks: copy, gemm, norm, conv, scan, embedding, all; step --config X; generate");
   be->add_option("what", what, "what to measure")->required();
   be->add_option("--device", bopt.device, "CUDA device index");
   be->add_option("--iters", bopt.iters, "timed runs per shape");
@@ -81,6 +82,9 @@ int main(int argc, char** argv) {
   be->add_option("--set", bopt.overrides, "bench step: config overrides key=value");
   be->add_flag("--profile", bopt.profile, "bench step: print a per-op time breakdown of one step");
   be->add_option("--micro-batch", bopt.micro_batch, "bench step: sequences per step (default: the config's)");
+  be->add_option("--batch", bopt.gen_batches, "bench generate: batch sizes, e.g. 1,64")->delimiter(',');
+  be->add_option("--prompt-len", bopt.prompt_len, "bench generate: prompt tokens per sequence");
+  be->add_option("--new-tokens", bopt.new_tokens, "bench generate: decode steps to time");
 
   train::EvalOptions eopt;
   eopt.progress = true;

@@ -1,0 +1,427 @@
+#include "cuda/block_reduce.cuh"
+#include "cuda/common.cuh"
+#include "cuda/mamba_step.h"
+
+#include <cfloat>
+#include <cstdint>
+
+namespace coil::cuda {
+
+namespace {
+
+// f32, bf16 or f16 activations (the decode step has no f64 path on the GPU).
+template <class Fn> void dispatch_act(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn(type_tag<float>{});
+    case DType::bf16: return fn(type_tag<bf16>{});
+    case DType::f16: return fn(type_tag<f16>{});
+    default: fail(detail::cat(op, ": CUDA supports f32, bf16 and f16 activations, got ", dtype_name(t)));
+  }
+}
+
+__device__ __forceinline__ float silu_f(float v) { return v / (1.f + __expf(-v)); }
+
+// The conv step of one (b, c): the K-1 state entries of a channel are
+// contiguous, so one thread reads, convolves and shifts them alone.
+template <class T>
+__device__ __forceinline__ void conv_one(const ConvStepArgs& a, int64_t b, int64_t c, T xt) {
+  const int64_t km1 = a.width - 1;
+  T* s = static_cast<T*>(a.state) + (b * a.dim + c) * km1;
+  const float* w = a.w + c * a.width;
+  float acc = a.bias ? a.bias[c] : 0.f;
+  for (int64_t k = 0; k < km1; ++k) acc += w[k] * load_as<float, T>(s[k]);
+  acc += w[km1] * load_as<float, T>(xt);
+  for (int64_t k = 0; k + 1 < km1; ++k) s[k] = s[k + 1];
+  if (km1 > 0) s[km1 - 1] = xt;
+  static_cast<T*>(a.out)[b * a.dim + c] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+}
+
+// One thread per (b, c).
+template <class T>
+__global__ void conv_step_kernel(ConvStepArgs a) {
+  const int64_t n = a.batch * a.dim;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / a.dim, c = i - b * a.dim;
+    conv_one<T>(a, b, c, static_cast<const T*>(a.x)[b * a.x_row + c]);
+  }
+}
+
+// One thread per (b, d): its dstate entries of h are contiguous f32; B and C
+// rows are shared by the threads of one sequence (served from L1).
+template <class T, bool Vec4>
+__global__ void ssm_step_kernel(SsmStepArgs a) {
+  const int64_t n = a.batch * a.dim;
+  const T* x = static_cast<const T*>(a.x);
+  const T* dt_in = static_cast<const T*>(a.dt_in);
+  const T* dt_w = static_cast<const T*>(a.dt_w);
+  const T* Bm = static_cast<const T*>(a.B);
+  const T* Cm = static_cast<const T*>(a.C);
+  const T* z = static_cast<const T*>(a.z);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / a.dim, d = i - b * a.dim;
+    const float xv = load_as<float, T>(x[b * a.x_row + d]);
+    float dt = 0.f;
+    if (dt_w) {
+      const T* wr = dt_w + d * a.dt_rank;
+      const T* ir = dt_in + b * a.dt_row;
+      // Unrolled so the row's loads (dt_rank 48 for mamba-130m) are in
+      // flight together; at batch 1 this dot is on the critical path.
+#pragma unroll 8
+      for (int64_t r = 0; r < a.dt_rank; ++r) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
+    } else {
+      dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
+    }
+    if (a.dt_bias) dt += a.dt_bias[d];
+    // softplus with PyTorch's threshold 20 (the scan kernels' choice too);
+    // accurate expf/log1pf here: dt feeds an exponent.
+    if (a.softplus) dt = dt <= 20.f ? log1pf(expf(dt)) : dt;
+    const float dtx = dt * xv;
+    float* h = a.state + i * a.dstate;
+    const float* Ad = a.A + d * a.dstate;
+    const T* Bb = Bm + b * a.B_row;
+    const T* Cb = Cm + b * a.C_row;
+    float y = 0.f;
+    int64_t k = 0;
+    if constexpr (Vec4) {
+      // 16-byte state loads and stores (dstate % 4 == 0: every h row and A
+      // row starts 16-byte aligned), the bulk of a step's memory traffic.
+#pragma unroll 4
+      for (; k < a.dstate; k += 4) {
+        const float4 h4 = *reinterpret_cast<const float4*>(h + k);
+        const float4 a4 = *reinterpret_cast<const float4*>(Ad + k);
+        float4 o;
+        o.x = expf(dt * a4.x) * h4.x + dtx * load_as<float, T>(Bb[k]);
+        o.y = expf(dt * a4.y) * h4.y + dtx * load_as<float, T>(Bb[k + 1]);
+        o.z = expf(dt * a4.z) * h4.z + dtx * load_as<float, T>(Bb[k + 2]);
+        o.w = expf(dt * a4.w) * h4.w + dtx * load_as<float, T>(Bb[k + 3]);
+        *reinterpret_cast<float4*>(h + k) = o;
+        y += load_as<float, T>(Cb[k]) * o.x + load_as<float, T>(Cb[k + 1]) * o.y +
+             load_as<float, T>(Cb[k + 2]) * o.z + load_as<float, T>(Cb[k + 3]) * o.w;
+      }
+    }
+    for (; k < a.dstate; ++k) {
+      const float hv = expf(dt * Ad[k]) * h[k] + dtx * load_as<float, T>(Bb[k]);
+      h[k] = hv;
+      y += load_as<float, T>(Cb[k]) * hv;
+    }
+    if (a.D) y += a.D[d] * xv;
+    if (z) y *= silu_f(load_as<float, T>(z[b * a.z_row + d]));
+    static_cast<T*>(a.out)[i] = store_as<T, float>(y);
+  }
+}
+
+// (value, index) pairs: larger value wins, then the lower index.
+__device__ __forceinline__ bool better(float v, int64_t i, float bv, int64_t bi) {
+  return v > bv || (v == bv && i < bi);
+}
+
+constexpr int kArgmaxThreads = 1024;
+
+template <class T> struct Argmax {
+  float v = -INFINITY;
+  int64_t i = INT64_MAX;
+  __device__ __forceinline__ void see(T t, int64_t j) {
+    float f = load_as<float, T>(t);
+    if (f != f) f = -INFINITY;
+    if (better(f, j, v, i)) {
+      v = f;
+      i = j;
+    }
+  }
+};
+
+// One block per row (a decode step has few rows, so a block is wide and
+// keeps four 16-byte loads in flight per thread: a single block can then
+// pull a 50k-entry row at a good fraction of the bandwidth), then a
+// warp-shuffle and shared-memory reduction. Vec: 16-byte aligned rows.
+template <class T, class I, bool Vec>
+__global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) {
+  const T* row = x + int64_t(blockIdx.x) * x_row;
+  const int64_t nt = blockDim.x;
+  Argmax<T> best;
+  int64_t tail = 0;
+  if constexpr (Vec) {
+    constexpr int E = 16 / int(sizeof(T));
+    union Pack {
+      uint4 v;
+      T e[E];
+    };
+    const uint4* rv = reinterpret_cast<const uint4*>(row);
+    const int64_t nv = limit / E;
+    int64_t v = threadIdx.x;
+    for (; v + 3 * nt < nv; v += 4 * nt) {
+      Pack p[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) p[q].v = rv[v + q * nt];
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < E; ++e) best.see(p[q].e[e], (v + q * nt) * E + e);
+    }
+    for (; v < nv; v += nt) {
+      Pack p;
+      p.v = rv[v];
+#pragma unroll
+      for (int e = 0; e < E; ++e) best.see(p.e[e], v * E + e);
+    }
+    tail = nv * E;
+  }
+  for (int64_t j = tail + threadIdx.x; j < limit; j += nt) best.see(row[j], j);
+  float bv = best.v;
+  int64_t bi = best.i;
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_down_sync(0xffffffffu, bv, off);
+    const int64_t oi = __shfl_down_sync(0xffffffffu, bi, off);
+    if (better(ov, oi, bv, bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  __shared__ float sv[kArgmaxThreads / 32];
+  __shared__ int64_t si[kArgmaxThreads / 32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sv[warp] = bv;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w)
+      if (better(sv[w], si[w], bv, bi)) {
+        bv = sv[w];
+        bi = si[w];
+      }
+    out[blockIdx.x] = I(bi == INT64_MAX ? 0 : bi);
+  }
+}
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvMax = int(kGemvMaxRows);
+
+// Loads, stores and roundings through a dtype known at run time (the norm
+// prologue's few values per block; f32, bf16 or f16).
+__device__ __forceinline__ float load_dyn(const void* p, DType t, int64_t i) {
+  if (t == DType::bf16) return load_as<float, bf16>(static_cast<const bf16*>(p)[i]);
+  if (t == DType::f16) return load_as<float, f16>(static_cast<const f16*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+__device__ __forceinline__ float round_dyn(float v, DType t) {
+  if (t == DType::bf16) return load_as<float, bf16>(store_as<bf16, float>(v));
+  if (t == DType::f16) return load_as<float, f16>(store_as<f16, float>(v));
+  return v;
+}
+__device__ __forceinline__ void store_dyn(void* p, DType t, int64_t i, float v) {
+  if (t == DType::bf16)
+    static_cast<bf16*>(p)[i] = store_as<bf16, float>(v);
+  else if (t == DType::f16)
+    static_cast<f16*>(p)[i] = store_as<f16, float>(v);
+  else
+    static_cast<float*>(p)[i] = v;
+}
+
+// The norm prologue: each block normalises the M input rows into shared
+// memory (xs, M*K floats) exactly as ops/rms_norm's CUDA kernel and the
+// cast to T would: r = x + residual rounded through the residual's dtype,
+// y = r * rsqrt(mean(r^2) + eps) * weight rounded to x's dtype, then to T.
+// Block 0 also writes the new residual stream (a buffer no block reads).
+template <class T>
+__device__ void norm_prologue(const NormPrologue& p, int M, int64_t K, float* xs) {
+  __shared__ float scratch[32];
+  for (int m = 0; m < M; ++m) {
+    float ss = 0.f;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+      float v = load_dyn(p.x, p.x_dtype, m * K + k);
+      if (p.residual) v += load_dyn(p.residual, p.residual_dtype, m * K + k);
+      v = round_dyn(v, p.residual_out_dtype);
+      if (blockIdx.x == 0) store_dyn(p.residual_out, p.residual_out_dtype, m * K + k, v);
+      xs[m * K + k] = v;
+      ss += v * v;
+    }
+    ss = block_sum(ss, scratch);
+    const float rstd = rsqrtf(ss / float(K) + p.eps);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+      xs[m * K + k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[m * K + k] * rstd * p.weight[k], p.x_dtype)));
+  }
+  __syncthreads();
+}
+
+// Warps per output row `wpr` (1, 2, 4 or 8) split the K dimension; a block
+// covers 8 / wpr rows. Every thread reaches the barriers. Norm: the input
+// rows come from the norm prologue (shared memory) instead of x.
+template <class T, bool Vec, bool Norm>
+__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
+                            int wpr, ConvStepArgs conv, NormPrologue norm) {
+  extern __shared__ float4 xs4[];  // Norm: M*K floats, 16-byte aligned
+  float* xs = reinterpret_cast<float*>(xs4);
+  if constexpr (Norm) norm_prologue<T>(norm, M, K, xs);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows_per_block = kGemvThreads / 32 / wpr;
+  const int64_t n = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
+  const int part = warp % wpr;
+  float acc[kGemvMax];
+#pragma unroll
+  for (int m = 0; m < kGemvMax; ++m) acc[m] = 0.f;
+  if (n < N) {
+    const T* wr = w + n * K;
+    if constexpr (Vec) {
+      constexpr int E = 16 / int(sizeof(T));
+      union Pack {
+        uint4 v;
+        T e[E];
+      };
+      const int64_t nv = K / E;
+      // A lane has a few vectors per row (K 768-1536): unrolled, their
+      // loads are issued together instead of one round trip each.
+#pragma unroll 4
+      for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
+        Pack wp;
+        wp.v = reinterpret_cast<const uint4*>(wr)[v];
+        float wf[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
+#pragma unroll
+        for (int m = 0; m < kGemvMax; ++m) {
+          if (m < M) {
+            if constexpr (Norm) {
+              // K % E == 0, so row m's chunk v starts 16-byte aligned.
+              const float4* xr = reinterpret_cast<const float4*>(xs + m * K + v * E);
+#pragma unroll
+              for (int q = 0; q < E / 4; ++q) {
+                const float4 t = xr[q];
+                acc[m] += wf[4 * q] * t.x + wf[4 * q + 1] * t.y + wf[4 * q + 2] * t.z + wf[4 * q + 3] * t.w;
+              }
+            } else {
+              Pack xp;
+              xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
+#pragma unroll
+              for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
+            }
+          }
+        }
+      }
+    } else {
+      for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
+        const float wv = load_as<float, T>(wr[k]);
+#pragma unroll
+        for (int m = 0; m < kGemvMax; ++m)
+          if (m < M) acc[m] += wv * (Norm ? xs[m * K + k] : load_as<float, T>(x[m * x_row + k]));
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kGemvMax; ++m)
+    for (int off = 16; off > 0; off >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
+  __shared__ float partial[kGemvThreads / 32][kGemvMax];
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < kGemvMax; ++m) partial[warp][m] = acc[m];
+  }
+  __syncthreads();
+  // The row's first warp sums the parts in a fixed order; lane m writes y[m, n].
+  if (part == 0 && lane < M && n < N) {
+    float sum = 0.f;
+    for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
+    if (bias) sum += load_as<float, T>(bias[n]);
+    const T out = store_as<T, float>(sum);
+    y[int64_t(lane) * N + n] = out;
+    // Fused conv step on the first conv.dim output columns (the x half of
+    // in_proj): the thread that made x[m, c] owns channel c of sequence m.
+    if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
+  }
+}
+
+}  // namespace
+
+void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
+               int64_t N, int64_t K, int device, const ConvStepArgs* conv, const NormPrologue* norm) {
+  COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
+  ConvStepArgs ca;  // out == nullptr: no conv epilogue
+  if (conv) {
+    COIL_CHECK(conv->batch == M && conv->dim <= N && conv->dtype == dtype && conv->out && conv->w,
+               "gemv_rows: the conv epilogue does not match the product (batch ", conv->batch, " vs ", M, ", dim ",
+               conv->dim, " vs ", N, ")");
+    ca = *conv;
+  }
+  NormPrologue np;
+  size_t smem = 0;
+  if (norm) {
+    COIL_CHECK(norm->x && norm->weight && norm->residual_out, "gemv_rows: incomplete norm prologue");
+    smem = size_t(M * K) * sizeof(float);
+    COIL_CHECK(smem <= kGemvNormMaxSmem, "gemv_rows: the norm prologue needs ", smem,
+               " bytes of shared memory (at most ", kGemvNormMaxSmem, ")");
+    np = *norm;
+  }
+  if (N == 0) return;
+  const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
+  const int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
+  COIL_CHECK(blocks <= int64_t(INT32_MAX), "gemv_rows: too many rows (", N, ")");
+  dispatch_act(dtype, "gemv_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int64_t E = 16 / int64_t(sizeof(T));
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool vec = K % E == 0 && aligned(w) && (norm || ((M == 1 || x_row % E == 0) && aligned(x)));
+    auto launch = [&](auto kernel) {
+      kernel<<<unsigned(blocks), kGemvThreads, smem, stream_of(device)>>>(
+          static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
+          int(M), N, K, wpr, ca, np);
+      COIL_CUDA_LAUNCH_CHECK();
+    };
+    if (norm) {
+      if (vec)
+        launch(gemv_kernel<T, true, true>);
+      else
+        launch(gemv_kernel<T, false, true>);
+    } else {
+      if (vec)
+        launch(gemv_kernel<T, true, false>);
+      else
+        launch(gemv_kernel<T, false, false>);
+    }
+  });
+}
+
+void conv_step(const ConvStepArgs& a, int device) {
+  const int64_t n = a.batch * a.dim;
+  if (n == 0) return;
+  dispatch_act(a.dtype, "conv_step", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    conv_step_kernel<T><<<grid_for(n, 256), 256, 0, stream_of(device)>>>(a);
+    COIL_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void ssm_step(const SsmStepArgs& a, int device) {
+  const int64_t n = a.batch * a.dim;
+  if (n == 0) return;
+  dispatch_act(a.dtype, "ssm_step", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    // 128 threads: at batch 1 (d_inner 1536) that is 12 blocks' worth of
+    // parallel channels instead of 6, more SMs pulling state.
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (a.dstate % 4 == 0 && aligned(a.state) && aligned(a.A))
+      ssm_step_kernel<T, true><<<grid_for(n, 128), 128, 0, stream_of(device)>>>(a);
+    else
+      ssm_step_kernel<T, false><<<grid_for(n, 128), 128, 0, stream_of(device)>>>(a);
+    COIL_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_t x_row, void* out, DType out_dtype,
+                 int device) {
+  if (rows == 0) return;
+  COIL_CHECK(rows <= int64_t(INT32_MAX), "argmax_rows: too many rows (", rows, ")");
+  dispatch_act(dtype, "argmax_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_index(out_dtype, "argmax_rows", [&](auto itag) {
+      using I = typename decltype(itag)::type;
+      constexpr int64_t E = 16 / int64_t(sizeof(T));
+      const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0 && (rows == 1 || x_row % E == 0);
+      auto kernel = vec ? argmax_kernel<T, I, true> : argmax_kernel<T, I, false>;
+      kernel<<<unsigned(rows), kArgmaxThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), limit, x_row,
+                                                                       static_cast<I*>(out));
+      COIL_CUDA_LAUNCH_CHECK();
+    });
+  });
+}
+
+}  // namespace coil::cuda

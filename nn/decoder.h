@@ -1,0 +1,86 @@
+// Decoder: fast recurrent generation for a MambaLM, batch fixed at
+// construction. The prompt runs through MambaLM::prefill (the parallel
+// scan); each new token is one step of fused per-layer kernels
+// (ops/mamba_step.h: conv step, SSM step with dt_proj fused in) between the
+// GEMMs, with every buffer the step touches owned here: input ids, states,
+// logits. On CUDA the whole step (embedding, all layers, norm_f, LM head and,
+// when greedy, the argmax that writes the next ids) is captured once into a
+// CUDA graph and replayed per token, so decoding launches one graph per
+// token and never waits on the host.
+//
+// The matmul weights are copied once into the compute dtype (the forward
+// casts them on every call); the conv weights, A = -exp(A_log), D and the dt
+// bias are kept in f32 (f64 for f64 models) as the kernels read them. The
+// model must outlive the decoder, and its weights must not change while the
+// decoder lives (it holds copies, or aliases where the dtype already fits).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/cuda_graph.h"
+#include "nn/mamba_lm.h"
+
+namespace coil::nn {
+
+struct DecoderOptions {
+  bool greedy = false;      // the step also writes argmax(logits) into tokens() (the next input)
+  int64_t vocab_limit = 0;  // the argmax looks at ids < vocab_limit (0: the config's vocab_size)
+  bool cuda_graph = true;   // on CUDA: capture the step once and replay it
+  // The projections and the LM head through GEMV kernels (batch <= 8 on
+  // CUDA) instead of cuBLASLt, with each block's norm and the conv step fused
+  // into in_proj's kernel (decode_norm_linear): 4 launches per layer instead
+  // of 6. The same math elsewhere (the ops one by one).
+  bool gemv = false;
+};
+
+class Decoder {
+ public:
+  Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt = {});
+
+  // Why the fused step cannot run this model on `device` ("" when it can):
+  // the non-selective ablations, f64 on CUDA.
+  static std::string unsupported(const MambaConfig& cfg, Device device);
+
+  // ids (batch, L), L >= 1: runs the prompt, loads the states, and returns
+  // logits() (batch, padded_vocab) of the last position; greedy: tokens()
+  // is its argmax.
+  const Tensor& prefill(const Tensor& ids);
+  // The next input ids (batch) or (batch, 1), any device, i32/i64.
+  void set_tokens(const Tensor& ids);
+  // One token: reads tokens(), advances the states, writes logits() (and,
+  // greedy, tokens()). Asynchronous on CUDA.
+  void step();
+
+  const Tensor& logits() const { return logits_; }  // (batch, padded_vocab), compute dtype
+  const Tensor& tokens() const { return tokens_; }  // (batch) i64
+  int64_t batch() const { return batch_; }
+  bool graphed() const { return graph_.ready(); }
+  // What one step reads: weights (the copies above, the embedding rows and
+  // the LM head) and the states (read once and written once per step).
+  size_t weight_bytes() const;
+  size_t state_bytes() const;
+
+ private:
+  struct Layer {
+    Tensor norm_w;
+    Tensor w_in, b_in, w_x, w_dt, w_out, b_out;  // compute dtype
+    Tensor conv_w, conv_b, A, D, dt_bias;        // f32 (f64)
+    Tensor conv_state, ssm_state;                // (B, Di, K-1) compute dtype; (B, Di, N) f32 (f64)
+    double eps = 1e-5;
+  };
+  void run_step();  // the step as ops (eager; what the graph captures)
+  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) const;
+
+  const MambaLM& model_;
+  MambaConfig cfg_;
+  int64_t batch_;
+  DecoderOptions opt_;
+  std::vector<Layer> layers_;
+  Tensor norm_f_w_, head_w_;
+  double norm_f_eps_ = 1e-5;
+  Tensor tokens_, logits_;
+  cuda_ctx::Graph graph_;
+};
+
+}  // namespace coil::nn

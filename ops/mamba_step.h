@@ -1,0 +1,78 @@
+// One recurrent decode step of the Mamba mixer, fused (inference only: no
+// autograd is recorded, the states are updated in place). The same math as
+// causal_conv1d and selective_scan run at L = 1 from their states
+// (ops/causal_conv1d.h, ops/selective_scan.h), in one kernel each, so a
+// decode step costs a few launches per layer instead of a dozen ops.
+//
+// Activations (B, n) may be column slices of a wider row-major tensor (the
+// in_proj output x | z, the x_proj output dt | B | C): rows may be strided,
+// columns must be adjacent (other layouts are copied first).
+#pragma once
+#include "core/tensor.h"
+
+namespace coil {
+
+// x_t (B, C) -> silu?(bias + sum_k w[:, k] * [state, x_t][k]) (B, C) in x's
+// dtype; conv_state (B, C, K-1), x's dtype, contiguous: shifted left by one
+// and x_t appended. weight (C, K) or (C, 1, K); bias (C) or undefined.
+Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tensor& weight,
+                          const Tensor& bias = Tensor(), bool silu = true);
+
+struct SsmStepInputs {
+  Tensor x;          // (B, D), the conv output
+  Tensor dt;         // (B, D) before bias and softplus; or (B, R) when dt_weight is given
+  Tensor dt_weight;  // (D, R): dt = dt @ dt_weight^T fused into the step (dt_proj); or undefined
+  Tensor A;          // (D, N), -exp(A_log)
+  Tensor B, C;       // (B, N)
+  Tensor D;          // (D) or undefined
+  Tensor z;          // (B, D) or undefined
+  Tensor dt_bias;    // (D) or undefined
+  bool softplus = true;
+};
+
+// h = exp(dt A) h + dt B x;  y = C.h + D x, times silu(z) -> (B, D) in x's
+// dtype. ssm_state (B, D, N), contiguous, f32 (f64 on the CPU in f64
+// models), advanced in place. On CUDA, A, D and dt_bias are read in f32 and
+// x, dt, dt_weight, B, C, z must share one dtype (f32, bf16 or f16).
+Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in);
+
+// linear(x, w, bias) for a decode step's few rows: x (M, K), w (N, K),
+// bias (N) or undefined -> (M, N) in x's dtype. On CUDA with M <= 8 it is
+// one GEMV kernel that reads each weight row once for all M rows (no
+// cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// decode_linear with the conv step fused in (in_proj then the conv on its x
+// half): y = decode_linear(x, w, bias) (M, N) and conv_out =
+// causal_conv1d_step(y[:, :C], conv_state, conv_w, conv_b, silu) (M, C),
+// C = conv_state.size(1). On CUDA with M <= 8 one kernel does both.
+struct LinearConvResult {
+  Tensor y;
+  Tensor conv_out;
+};
+LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
+                                    const Tensor& conv_w, const Tensor& conv_b = Tensor(), bool silu = true);
+
+// A layer's pre-norm and in_proj (+ conv) in one: the fused residual add +
+// RMSNorm (ops/rms_norm.h) of x with `residual`, cast to w's dtype, then
+// decode_linear_conv (conv_state defined) or decode_linear. Returns the new
+// residual stream, the product and the conv output (undefined without
+// conv_state). On CUDA with M <= 8 (and M*K floats fitting in shared
+// memory) one kernel does all of it; elsewhere the ops run one by one.
+struct NormLinearResult {
+  Tensor residual;
+  Tensor y;
+  Tensor conv_out;
+};
+NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                    bool residual_in_fp32, const Tensor& w, const Tensor& bias,
+                                    const Tensor& conv_state = Tensor(), const Tensor& conv_w = Tensor(),
+                                    const Tensor& conv_b = Tensor(), bool silu = true);
+
+// out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
+// counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
+// i64 on the same device, written in place (the next step's input ids stay
+// on the device: no host round trip per token).
+void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out);
+
+}  // namespace coil

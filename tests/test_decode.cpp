@@ -1,0 +1,446 @@
+// The fused decode step (ops/mamba_step.h, nn::Decoder) against the op path:
+// causal_conv1d and selective_scan run at L = 1 from their states, and
+// MambaLM::step. CPU cases run everywhere (the CPU kernels are the reference
+// for the CUDA ones); GPU cases use fresh random inputs, odd sizes and
+// NaN-poisoned outputs, and skip without a GPU.
+#include <random>
+
+#include "helpers.h"
+#include "nn/decoder.h"
+#include "nn/mamba_lm.h"
+#include "ops/mamba_step.h"
+
+using namespace coil;
+using namespace coil::test;
+
+namespace {
+
+struct Poison {
+  Poison() { set_poison_allocations(true); }
+  ~Poison() { set_poison_allocations(false); }
+};
+
+uint64_t fresh_seed() {
+  static uint64_t n = 0;
+  return uint64_t(std::random_device{}()) << 20 | n++;
+}
+
+// ||a - b|| / ||b|| over all elements; NaN anywhere fails.
+double rel_err(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector(), y = b.to_vector();
+  REQUIRE(x.size() == y.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) || std::isnan(y[i])) return INFINITY;
+    num += (x[i] - y[i]) * (x[i] - y[i]);
+    den += y[i] * y[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+double tol(DType d) { return d == DType::f64 ? 1e-12 : d == DType::f32 ? 1e-5 : 1e-2; }
+
+// Values representable in dt, as an f32 (f64) tensor on `dev` in dtype dt.
+Tensor input(const Shape& s, DType dt, Device dev, Generator& g, double lo = -1, double hi = 1) {
+  DType host = dt == DType::f64 ? DType::f64 : DType::f32;
+  return rand(s, host, Device::cpu(), &g, lo, hi).to(dt).to(dev).detach();
+}
+
+// Reference in the wide type (f32, f64 for f64) on the same device.
+Tensor wide(const Tensor& t) {
+  if (!t.defined()) return t;
+  return t.to(t.dtype() == DType::f64 ? DType::f64 : DType::f32).detach();
+}
+
+void conv_case(Device dev, DType dt, int64_t b, int64_t c, int64_t k, bool bias) {
+  CAPTURE(dev.str());
+  CAPTURE(dtype_name(dt));
+  CAPTURE(b);
+  CAPTURE(c);
+  CAPTURE(k);
+  CAPTURE(bias);
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator g{seed, 0};
+  NoGradGuard ng;
+  Poison poison;
+  const DType pdt = dt == DType::f64 ? DType::f64 : DType::f32;
+  Tensor xz = input({b, 2 * c + 3}, dt, dev, g);  // x is a column slice: strided rows
+  Tensor x = narrow(xz, 1, 1, c);
+  Tensor state = input({b, c, k - 1}, dt, dev, g);
+  Tensor w = input({c, 1, k}, pdt, dev, g), bb = bias ? input({c}, pdt, dev, g) : Tensor();
+  // The op path: the conv at L = 1 from the state, in the wide type.
+  ConvResult ref = causal_conv1d(unsqueeze(wide(x), 2), w, bb, true, wide(state), true);
+  Tensor st = state.clone().detach();
+  Tensor out = causal_conv1d_step(x, st, w, bb, true);
+  CHECK(out.dtype() == dt);
+  CHECK(out.shape() == Shape{b, c});
+  CHECK(rel_err(wide(out), squeeze(ref.out, 2)) < tol(dt));
+  // The new state is the shifted window: exact, whatever the dtype.
+  CHECK(rel_err(wide(st), ref.final_state) == 0);
+}
+
+struct SsmCase {
+  int64_t b, d, n, r;  // r = 0: dt given per channel
+  bool z, D, bias;
+};
+
+void ssm_case(Device dev, DType dt, SsmCase s) {
+  CAPTURE(dev.str());
+  CAPTURE(dtype_name(dt));
+  CAPTURE(s.b);
+  CAPTURE(s.d);
+  CAPTURE(s.n);
+  CAPTURE(s.r);
+  CAPTURE(s.z);
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator g{seed, 0};
+  NoGradGuard ng;
+  Poison poison;
+  const DType pdt = dt == DType::f64 ? DType::f64 : DType::f32;
+  // x | z from one (B, 2D) tensor and dt | B | C from one (B, R + 2N) or
+  // (B, D + 2N) tensor, as the decoder slices the projections.
+  Tensor xz = input({s.b, 2 * s.d}, dt, dev, g);
+  const int64_t dcols = s.r > 0 ? s.r : s.d;
+  Tensor dbl = input({s.b, dcols + 2 * s.n}, dt, dev, g);
+  SsmStepInputs in;
+  in.x = narrow(xz, 1, 0, s.d);
+  in.z = s.z ? narrow(xz, 1, s.d, s.d) : Tensor();
+  in.dt = narrow(dbl, 1, 0, dcols);
+  in.dt_weight = s.r > 0 ? input({s.d, s.r}, dt, dev, g, -0.5, 0.5) : Tensor();
+  in.A = input({s.d, s.n}, pdt, dev, g, -2.0, -0.1);
+  in.B = narrow(dbl, 1, dcols, s.n);
+  in.C = narrow(dbl, 1, dcols + s.n, s.n);
+  in.D = s.D ? input({s.d}, pdt, dev, g) : Tensor();
+  in.dt_bias = s.bias ? input({s.d}, pdt, dev, g, -3.0, -1.0) : Tensor();
+  Tensor h0 = input({s.b, s.d, s.n}, pdt, dev, g);
+
+  // The op path in the wide type: delta from the dt_proj product, then the
+  // scan at L = 1 from h0.
+  Tensor delta = s.r > 0 ? linear(wide(in.dt), wide(in.dt_weight)) : wide(in.dt);
+  auto l1 = [](const Tensor& t) { return t.defined() ? unsqueeze(wide(t), 2) : t; };
+  ScanResult ref = selective_scan(l1(in.x), unsqueeze(delta, 2), in.A, l1(in.B), l1(in.C), in.D, l1(in.z), in.dt_bias,
+                                  true, h0, true);
+  Tensor h = h0.clone().detach();
+  Tensor out = selective_state_step(h, in);
+  CHECK(out.dtype() == dt);
+  CHECK(out.shape() == Shape{s.b, s.d});
+  CHECK(rel_err(wide(out), squeeze(ref.out, 2)) < tol(dt));
+  CHECK(rel_err(h, ref.last_state) < (dt == DType::f64 ? 1e-12 : 1e-5));
+}
+
+std::vector<SsmCase> ssm_cases() {
+  return {{3, 37, 16, 5, true, true, true}, {3, 37, 1, 0, true, true, true}, {1, 37, 16, 0, false, false, false},
+          {2, 64, 16, 48, true, true, true}, {5, 9, 3, 2, false, true, true}};
+}
+
+nn::MambaConfig small_lm(DType param, DType compute) {
+  nn::MambaConfig c;
+  c.d_model = 20;  // d_inner 40, dt_rank 2
+  c.n_layer = 2;
+  c.vocab_size = 37;  // padded to 40
+  c.d_state = 16;
+  c.param_dtype = param;
+  c.compute_dtype = compute;
+  c.dt_min = 0.05;  // enough state carry to matter
+  c.dt_max = 0.5;
+  return c;
+}
+
+std::vector<int64_t> ids_of(int64_t b, int64_t l, int64_t v, uint64_t salt) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < b * l; ++i) ids.push_back(int64_t((uint64_t(i) * 7 + 3 + salt) % uint64_t(v)));
+  return ids;
+}
+
+// The decoder's logits after prefill and each of `steps` steps (fed with
+// fixed ids) against MambaLM::prefill/step; returns the worst rel_err.
+double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph,
+                      bool gemv = false) {
+  const Device dev = m.backbone->embedding->weight.device();
+  const int64_t v = m.config().vocab_size;
+  Tensor ids = Tensor::from_ints(ids_of(b, prompt, v, 1), {b, prompt}, DType::i64, dev);
+  nn::DecoderOptions o;
+  o.cuda_graph = graph;
+  o.gemv = gemv;
+  nn::Decoder dec(m, b, o);
+  CHECK(dec.graphed() == (graph && dev.is_cuda()));
+  nn::MambaLM::InferenceCache cache;
+  Tensor ref = m.prefill(ids, cache);
+  double worst = rel_err(dec.prefill(ids), ref);
+  for (int64_t t = 0; t < steps; ++t) {
+    Tensor next = Tensor::from_ints(ids_of(b, 1, v, uint64_t(t) * 5 + 2), {b}, DType::i64, dev);
+    ref = m.step(next, cache);
+    dec.set_tokens(next);
+    dec.step();
+    worst = std::max(worst, rel_err(wide(dec.logits()), wide(ref)));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("decode: fused conv step equals causal_conv1d at L = 1 (CPU)") {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (int64_t k : {2, 3, 4}) conv_case(Device::cpu(), dt, 3, 37, k, k != 3);
+}
+
+TEST_CASE("decode: fused SSM step equals selective_scan at L = 1 (CPU)") {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (const SsmCase& s : ssm_cases()) ssm_case(Device::cpu(), dt, s);
+}
+
+TEST_CASE("decode: argmax_rows_ picks the first maximum below the limit; NaN never wins") {
+  Tensor x = Tensor::from_vector({0, 3, 3, 9,  //
+                                  NAN, -1, -2, 0,  //
+                                  -INFINITY, -INFINITY, NAN, 5},
+                                 {3, 4});
+  Tensor out = Tensor::zeros({3}, DType::i32);
+  argmax_rows_(x, 3, out);
+  CHECK(out.to_vector() == std::vector<double>{1, 1, 0});
+  argmax_rows_(x, 4, out);
+  CHECK(out.to_vector() == std::vector<double>{3, 3, 3});
+  CHECK_THROWS_WITH_AS(argmax_rows_(x, 5, out), doctest::Contains("limit must be in [1, 4], got 5"), Error);
+}
+
+TEST_CASE("decode: bad inputs to the step ops name the operand") {
+  NoGradGuard ng;
+  Tensor x = Tensor::zeros({2, 5}), w = Tensor::zeros({5, 4});
+  CHECK_THROWS_WITH_AS(causal_conv1d_step(x, Tensor::zeros({2, 5, 2}), w), doctest::Contains("conv_state"), Error);
+  CHECK_THROWS_WITH_AS(causal_conv1d_step(x, Tensor::zeros({2, 5, 3}, DType::f64), w),
+                       doctest::Contains("x's dtype"), Error);
+  SsmStepInputs in;
+  in.x = x;
+  in.dt = x;
+  in.A = Tensor::zeros({5, 4});
+  in.B = Tensor::zeros({2, 4});
+  in.C = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(selective_state_step(Tensor::zeros({2, 5, 4}), in), doctest::Contains("C"), Error);
+}
+
+TEST_CASE("decode: the Decoder equals MambaLM::prefill/step on the CPU (f64, f32, bf16)") {
+  nn::MambaLM m64(small_lm(DType::f64, DType::f64), 3);
+  CHECK(decoder_vs_ops(m64, 3, 5, 6, true) < 1e-10);
+  nn::MambaLM m32(small_lm(DType::f32, DType::f32), 3);
+  CHECK(decoder_vs_ops(m32, 2, 4, 5, true) < 1e-5);
+  nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 3);
+  CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 1e-2);
+  // The gemv option is the same math on the CPU (linear, then the conv step).
+  CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/true) < 1e-10);
+}
+
+TEST_CASE("decode: greedy decoding feeds the argmax back; the non-selective ablation is refused") {
+  nn::MambaLM m(small_lm(DType::f64, DType::f64), 8);
+  const int64_t b = 2, v = m.config().vocab_size;
+  Tensor ids = Tensor::from_ints(ids_of(b, 3, v, 4), {b, 3});
+  nn::DecoderOptions o;
+  o.greedy = true;
+  nn::Decoder dec(m, b, o);
+  nn::MambaLM::InferenceCache cache;
+  Tensor logits = m.prefill(ids, cache);
+  dec.prefill(ids);
+  for (int t = 0; t < 6; ++t) {
+    // The reference picks the argmax on the host, as sample_token's greedy.
+    std::vector<double> l = logits.to_vector();
+    std::vector<int64_t> next;
+    for (int64_t i = 0; i < b; ++i) {
+      int64_t best = 0;
+      for (int64_t j = 1; j < v; ++j)
+        if (l[size_t(i * logits.size(1) + j)] > l[size_t(i * logits.size(1) + best)]) best = j;
+      next.push_back(best);
+    }
+    CHECK(dec.tokens().to_vector() == std::vector<double>(next.begin(), next.end()));
+    logits = m.step(Tensor::from_ints(next, {b}), cache);
+    dec.step();
+    CHECK(rel_err(dec.logits(), logits) < 1e-10);
+  }
+  nn::MambaConfig c = small_lm(DType::f64, DType::f64);
+  c.selective_B = false;
+  nn::MambaLM lti(c, 1);
+  CHECK_THROWS_WITH_AS(nn::Decoder(lti, 1), doctest::Contains("selective"), Error);
+  CHECK_THROWS_WITH_AS(nn::Decoder(m, 0), doctest::Contains("batch must be >= 1, got 0"), Error);
+  CHECK_THROWS_WITH_AS(dec.prefill(Tensor::from_ints({1, 2, 3}, {3, 1})), doctest::Contains("Decoder::prefill"),
+                       Error);
+}
+
+TEST_CASE("decode: fused conv step kernel on the GPU equals the op path (f32, bf16)") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16})
+    for (int64_t k : {2, 3, 4}) {
+      conv_case(Device::cuda(), dt, 3, 37, k, k != 3);
+      conv_case(Device::cuda(), dt, 1, 1536, k, true);
+    }
+}
+
+TEST_CASE("decode: fused SSM step kernel on the GPU equals the op path (f32, bf16)") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16})
+    for (const SsmCase& s : ssm_cases()) ssm_case(Device::cuda(), dt, s);
+}
+
+TEST_CASE("decode: argmax_rows_ on the GPU equals the CPU") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  Poison poison;
+  // Odd row strides take the scalar loads, strides of 16 bytes the vector
+  // loads (with a tail when the limit is not a multiple of 8).
+  for (DType dt : {DType::f32, DType::bf16})
+    for (int64_t v : {1, 37, 50277, 50280})
+      for (int64_t cols : {v + 5, (v + 7) / 8 * 8}) {
+        CAPTURE(v);
+        CAPTURE(cols);
+        Tensor x = input({3, cols}, dt, Device::cpu(), g);  // bf16: ties are likely, the first must win
+        Tensor want = Tensor::zeros({3}, DType::i64), got = Tensor::empty({3}, DType::i32, Device::cuda());
+        argmax_rows_(x, v, want);
+        argmax_rows_(x.to(Device::cuda()), v, got);
+        CHECK(got.to_vector() == want.to_vector());
+      }
+  // NaN never wins; an all -inf/NaN row gives 0.
+  Tensor x = Tensor::from_vector({0, 3, 3, 9, NAN, -1, -2, 0, -INFINITY, -INFINITY, NAN, 5}, {3, 4}, DType::bf16);
+  Tensor out = Tensor::empty({3}, DType::i64, Device::cuda());
+  argmax_rows_(x.to(Device::cuda()), 3, out);
+  CHECK(out.to_vector() == std::vector<double>{1, 1, 0});
+}
+
+TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear (f32, bf16)") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, n, k;
+    bool bias, slice;
+  };
+  // Aligned K (16-byte loads) and odd K (scalar loads); N across the
+  // warps-per-row choices; x as a column slice of a wider tensor.
+  for (S s : {S{1, 3072, 768, false, false}, S{3, 80, 1536, false, true}, S{8, 768, 1536, true, false},
+              S{5, 37, 37, true, true}, S{1, 50280, 768, false, false}, S{2, 513, 40, false, true},
+              S{9, 10, 16, false, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(dtype_name(dt));
+      Tensor wide_x = input({s.m, s.k + (s.slice ? 11 : 0)}, dt, Device::cuda(), g);
+      Tensor x = narrow(wide_x, 1, s.slice ? 3 : 0, s.k);
+      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+      Tensor want = linear(wide(x), wide(w), wide(b));
+      Tensor got = decode_linear(x, w, b);
+      CHECK(got.dtype() == dt);
+      CHECK(rel_err(wide(got), want) < tol(dt));
+    }
+}
+
+TEST_CASE("decode: decode_linear_conv (GEMV + conv step in one kernel) on the GPU equals linear then the conv step") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, c, n, k, width;
+    bool bias, conv_bias;
+  };
+  for (S s : {S{1, 1536, 3072, 768, 4, false, true}, S{3, 37, 74, 20, 4, true, true}, S{8, 37, 80, 24, 2, false, false},
+              S{5, 9, 9, 16, 3, true, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.c);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(s.width);
+      CAPTURE(dtype_name(dt));
+      Tensor x = input({s.m, s.k}, dt, Device::cuda(), g);
+      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+      Tensor cw = input({s.c, 1, s.width}, DType::f32, Device::cuda(), g);
+      Tensor cb = s.conv_bias ? input({s.c}, DType::f32, Device::cuda(), g) : Tensor();
+      Tensor state = input({s.m, s.c, s.width - 1}, dt, Device::cuda(), g);
+      Tensor ref_state = state.clone().detach();
+      Tensor y = linear(x, w, b);
+      Tensor ref = causal_conv1d_step(narrow(y, 1, 0, s.c), ref_state, cw, cb, true);
+      LinearConvResult got = decode_linear_conv(x, w, b, state, cw, cb, true);
+      CHECK(rel_err(wide(got.y), wide(y)) < tol(dt));
+      CHECK(rel_err(wide(got.conv_out), wide(ref)) < tol(dt));
+      // The states agree up to the one rounding of y the two paths may differ by.
+      CHECK(rel_err(wide(state), wide(ref_state)) < tol(dt));
+    }
+}
+
+TEST_CASE("decode: decode_norm_linear (add + RMSNorm + GEMV + conv in one kernel) on the GPU equals the ops") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, k, n, c;  // c = 0: no conv
+    DType x_dt, res_dt;  // res_dt f64: no residual (the first block)
+    bool res32;
+  };
+  const DType none = DType::f64;
+  for (S s : {S{1, 768, 3072, 1536, DType::f32, none, true}, S{1, 768, 3072, 1536, DType::bf16, DType::f32, true},
+              S{3, 20, 80, 37, DType::bf16, DType::bf16, false}, S{8, 24, 50, 0, DType::bf16, DType::f32, true},
+              S{2, 40, 513, 0, DType::f32, DType::f32, false}, S{5, 768, 40, 20, DType::bf16, none, false}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      CAPTURE(s.c);
+      CAPTURE(dtype_name(s.x_dt));
+      CAPTURE(dtype_name(s.res_dt));
+      CAPTURE(s.res32);
+      CAPTURE(dtype_name(dt));
+      const Device gpu = Device::cuda();
+      Tensor x = input({s.m, s.k}, s.x_dt, gpu, g, -2, 2);
+      Tensor res = s.res_dt == none ? Tensor() : input({s.m, s.k}, s.res_dt, gpu, g, -2, 2);
+      Tensor nw = input({s.k}, DType::f32, gpu, g, 0.5, 1.5);
+      Tensor w = input({s.n, s.k}, dt, gpu, g), b = s.n % 2 ? input({s.n}, dt, gpu, g) : Tensor();
+      Tensor cw, state, ref_state;
+      if (s.c > 0) {
+        cw = input({s.c, 4}, DType::f32, gpu, g);
+        state = input({s.m, s.c, 3}, dt, gpu, g);
+        ref_state = state.clone().detach();
+      }
+      RmsNormResult nr = rms_norm(x, nw, 1e-5, res, s.res32);
+      Tensor y = linear(to_dtype(nr.y, dt), w, b);
+      NormLinearResult got = decode_norm_linear(x, res, nw, 1e-5, s.res32, w, b, state, cw, Tensor(), true);
+      CHECK(got.residual.dtype() == nr.residual.dtype());
+      CHECK(rel_err(wide(got.residual), wide(nr.residual)) < 1e-6);
+      CHECK(rel_err(wide(got.y), wide(y)) < tol(dt));
+      if (s.c > 0) {
+        Tensor ref = causal_conv1d_step(narrow(y, 1, 0, s.c), ref_state, cw, Tensor(), true);
+        CHECK(rel_err(wide(got.conv_out), wide(ref)) < tol(dt));
+        CHECK(rel_err(wide(state), wide(ref_state)) < tol(dt));
+      } else {
+        CHECK_FALSE(got.conv_out.defined());
+      }
+    }
+}
+
+TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, bf16); graph == eager") {
+  if (skip_without_gpu()) return;
+  Poison poison;
+  nn::MambaLM m32(small_lm(DType::f32, DType::f32), 5, Device::cuda());
+  CHECK(decoder_vs_ops(m32, 3, 7, 6, true) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 1, 1, 3, false) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/true) < 1e-5);
+  nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 5, Device::cuda());
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/true) < 1e-2);
+  // Replaying the graph runs the very launches of the eager step: identical
+  // logits and greedy tokens.
+  const int64_t b = 3;
+  Tensor ids = Tensor::from_ints(ids_of(b, 4, 37, 9), {b, 4}, DType::i64, Device::cuda());
+  nn::DecoderOptions og, oe;
+  og.greedy = oe.greedy = true;
+  oe.cuda_graph = false;
+  nn::Decoder dg(mbf, b, og), de(mbf, b, oe);
+  REQUIRE(dg.graphed());
+  dg.prefill(ids);
+  de.prefill(ids);
+  for (int t = 0; t < 8; ++t) {
+    dg.step();
+    de.step();
+    CHECK(dg.logits().to_vector() == de.logits().to_vector());
+    CHECK(dg.tokens().to_vector() == de.tokens().to_vector());
+  }
+}
