@@ -16,21 +16,42 @@ using detail::save;
 
 namespace {
 
-// out (B,M,N) = a (B,M,K) @ b (B,K,N) on 3-D views; no autograd.
-Tensor bmm_raw(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+// out (B,M,N) = a (B,M,K) @ b (B,K,N) + beta * out on 3-D views, out
+// contiguous; no autograd.
+void bmm_into(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   if (a.is_cpu()) {
-    cpu::bmm(a, b, out);
+    cpu::bmm(a, b, out, beta);
   } else {
 #ifdef COIL_WITH_CUDA
     Tensor aa = cuda::gemm_layout_ok(detail::strided(a)) ? a : contiguous(a);
     Tensor bb = cuda::gemm_layout_ok(detail::strided(b)) ? b : contiguous(b);
-    cuda::bmm(detail::strided(aa), detail::strided(bb), detail::strided(out), a.device().index);
+    cuda::bmm(detail::strided(aa), detail::strided(bb), detail::strided(out), a.device().index, float(beta));
 #else
     detail::no_cuda("matmul");
 #endif
   }
+}
+
+Tensor bmm_raw(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+  bmm_into(a, b, out, 0.0);
   return out;
+}
+
+// The last two dims swapped, as a view.
+Tensor t_last(const Tensor& t) { return t.dim() < 2 ? t : t.transpose(-1, -2); }
+
+// sum over i of x[i] @ y[i] for 3-D views x (B,M,K), y (B,K,N), as one (M, N)
+// tensor of dtype dt: one GEMM per batch entry, accumulating in place
+// (beta = 1) in f32 (f64 for f64), in batch order. The gradient of a weight
+// broadcast over a batch so needs no (B, M, N) temporary and is rounded once,
+// and is deterministic.
+Tensor bmm_sum(const Tensor& x, const Tensor& y, DType dt) {
+  const int64_t nb = x.size(0), M = x.size(1), K = x.size(2), N = y.size(2);
+  Tensor out = Tensor::zeros({1, M, N}, dt == DType::f64 ? DType::f64 : DType::f32, x.device());
+  if (K > 0 && M > 0 && N > 0)
+    for (int64_t i = 0; i < nb; ++i) bmm_into(x.narrow(0, i, 1), y.narrow(0, i, 1), out, i == 0 ? 0.0 : 1.0);
+  return to_dtype(out.as_strided({M, N}, {N, 1}, 0), dt);
 }
 
 Tensor as3d(const Tensor& t, int64_t batch) {
@@ -44,6 +65,18 @@ Tensor as3d(const Tensor& t, int64_t batch) {
   Tensor u = collapsible ? t : contiguous(t.detach());
   return u.as_strided({batch, u.size(r - 2), u.size(r - 1)}, {u.stride(r - 3), u.stride(r - 2), u.stride(r - 1)},
                       u.offset());
+}
+
+// True when the last two dims of t are column-major: t is a transposed view
+// of a row-major matrix (W^T in linear, h^T in Mamba's in_proj, y^T before
+// out_proj). Its gradient is then computed as the transpose of the swapped
+// product (dX^T = B G^T instead of dX = G B^T: same GEMM cost) and returned
+// as a transposed view, so the gradient has t's layout: the transpose's own
+// backward then hands a contiguous tensor up the graph, and the reshape or
+// elementwise op behind it needs no copy.
+bool col_major(const Tensor& t) {
+  const int64_t r = t.size(-2), c = t.size(-1);
+  return r > 1 && c > 1 && t.stride(-2) == 1 && t.stride(-1) >= r;
 }
 
 }  // namespace
@@ -86,13 +119,25 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor as = save(a), bs = save(b);
   record_op(op, {a, b}, {out}, [as, bs](const std::vector<Tensor>& g, const std::vector<bool>& need) {
     Tensor ga, gb;
-    if (need[0]) ga = sum_to(matmul(g[0], transpose(bs, -1, -2)), as.shape());
+    if (need[0] && as.dim() == 2 && bs.dim() > 2) {
+      // a weight broadcast over b's batch: dA = sum_i G_i B_i^T, accumulated
+      Shape sb(g[0].shape().begin(), g[0].shape().end() - 2);
+      const int64_t nb = shape_numel(sb);
+      sb.insert(sb.end(), {bs.size(-2), bs.size(-1)});
+      ga = bmm_sum(as3d(g[0].detach(), nb), t_last(as3d(broadcast_view(bs, sb), nb)), as.dtype());
+    } else if (need[0]) {
+      ga = col_major(as) ? transpose(matmul(bs, transpose(g[0], -1, -2)), -1, -2)
+                         : matmul(g[0], transpose(bs, -1, -2));
+      ga = sum_to(ga, as.shape());
+    }
     if (need[1]) {
       if (bs.dim() == 2) {  // folded: dB = A_flat^T @ G_flat
         Tensor a2 = reshape(as, {-1, as.size(-1)}), g2 = reshape(g[0], {-1, g[0].size(-1)});
-        gb = matmul(transpose(a2, 0, 1), g2);
+        gb = col_major(bs) ? transpose(matmul(transpose(g2, 0, 1), a2), 0, 1) : matmul(transpose(a2, 0, 1), g2);
       } else {
-        gb = sum_to(matmul(transpose(as, -1, -2), g[0]), bs.shape());
+        gb = col_major(bs) ? transpose(matmul(transpose(g[0], -1, -2), as), -1, -2)
+                           : matmul(transpose(as, -1, -2), g[0]);
+        gb = sum_to(gb, bs.shape());
       }
     }
     return std::vector<Tensor>{ga, gb};
