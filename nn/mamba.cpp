@@ -95,8 +95,13 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   const DType c = cfg_.compute_dtype;
   const int64_t b = x.size(0), di = x.size(1), l = x.size(2), n = cfg_.d_state, r = cfg_.resolved_dt_rank();
   SsmInputs p;
-  Tensor x_dbl;  // (B*L, rows): [dt (R) | B (N) | C (N)], selective parts only
-  if (x_proj) x_dbl = x_proj->forward(reshape(transpose(x, 1, 2), {b * l, di}), c);
+  // x_proj as W (rows, Di) @ x (B, Di, L), one GEMM per sequence: x is read
+  // where the conv wrote it (and the scan keeps it anyway). The (B*L, Di)
+  // @ W^T form needed a transposed copy of x that stayed alive until the
+  // backward (c·Di bytes per token and layer). dt, B and C come out as
+  // (B, *, L) with L contiguous, the scan's layout.
+  Tensor x_dbl;  // (B, rows, L): [dt (R) | B (N) | C (N)], selective parts only
+  if (x_proj) x_dbl = matmul(to_dtype(x_proj->weight, c), x);
   // One split node for the selective parts: its backward is one concat.
   std::vector<int64_t> sizes;
   if (cfg_.selective_delta) sizes.push_back(r);
@@ -105,10 +110,9 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   std::vector<Tensor> parts = x_proj ? split(x_dbl, sizes, 1) : std::vector<Tensor>{};
   size_t next = 0;
   if (cfg_.selective_delta) {
-    // dt_proj.weight (Di, R) @ dt^T (R, B*L) -> (Di, B, L) viewed as (B, Di, L);
-    // the bias is added inside the scan (delta_bias, with the softplus).
-    Tensor dt = matmul(to_dtype(dt_proj->weight, c), transpose(parts[next++], 0, 1));
-    p.delta = permute(view(dt, {di, b, l}), {1, 0, 2});
+    // dt_proj.weight (Di, R) @ dt (B, R, L) -> (B, Di, L), contiguous; the
+    // bias is added inside the scan (delta_bias, with the softplus).
+    p.delta = matmul(to_dtype(dt_proj->weight, c), parts[next++]);
     p.delta_bias = scan_param(dt_proj->bias);
   } else {
     p.delta = expand(zeros({1, 1, 1}, c, x.device()), {b, di, l});
@@ -116,7 +120,7 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   }
   auto selective = [&](bool on, const Tensor& param) {
     if (!on) return scan_param(param);
-    return transpose(reshape(parts[next++], {b, l, n}), 1, 2);  // (B, N, L)
+    return parts[next++];  // (B, N, L)
   };
   p.B = selective(cfg_.selective_B, B);
   p.C = selective(cfg_.selective_C, C);

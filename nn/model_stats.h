@@ -42,8 +42,8 @@ FlopsPerToken flops_per_token(const MambaConfig& cfg);
 //                   dtype (the casts the matmuls save for backward)
 //   per token, saved for backward (what nn/mamba.cpp keeps alive):
 //     each layer: r·d + 4 (norm residual, rstd) + c·d (norm output, in_proj
-//                 input) + c·2Di (xz: conv input, z) + c·2Di (conv output and
-//                 its (B·L, Di) copy for x_proj) + c·X (x_dbl: dt, B, C)
+//                 input) + c·2Di (xz: conv input, z) + c·Di (conv output:
+//                 scan and x_proj input) + c·X (x_dbl: dt, B, C)
 //                 + c·Di (delta) + c·Di (scan output, out_proj input)
 //     head:       r·d + 4 + c·d (norm_f) + 4·d (the head's input gradient,
 //                 f32, computed in the fused loss's forward and held until
