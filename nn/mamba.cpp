@@ -140,7 +140,10 @@ Tensor Mamba::forward(const Tensor& h) const {
   const int64_t di = cfg_.d_inner();
   Tensor xz = in_projection(h);
   std::vector<Tensor> parts = split(xz, {di, di}, 1);
-  Tensor x = conv(parts[0]);
+  // The conv keeps its input for backward. Handed the x half as a view, it
+  // kept all of xz (c·2Di bytes per token) alive next to the scan's own copy
+  // of z; a contiguous x (the copy the conv's kernel makes anyway) lets xz go.
+  Tensor x = conv(contiguous(parts[0]));
   Tensor z = parts[1];
   return out_projection(ssm(x, z));
 }

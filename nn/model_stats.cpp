@@ -51,7 +51,7 @@ MemoryEstimate estimate_training_memory(const MambaConfig& cfg, int64_t tokens) 
   m.optimizer_bytes = 2 * P * (cfg.param_dtype == DType::f64 ? 8 : 4);
   m.weight_copies_bytes = cfg.compute_dtype != cfg.param_dtype ? c * count_matmul_parameters(cfg) : 0;
   const int64_t layer = r * d + 4 + c * (d + 2 * di + di + x + di + di);
-  const int64_t head = r * d + 4 + c * d + 4 * d + 8;
+  const int64_t head = r * d + 4 + 4 * d + 8;
   m.activation_bytes_per_token = cfg.n_layer * layer + head;
   m.tokens = tokens;
   m.loss_buffer_bytes = c * std::min<int64_t>(tokens, default_lce_chunk_rows(V, cfg.compute_dtype)) * V + 4 * V * d;

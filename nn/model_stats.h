@@ -45,10 +45,11 @@ FlopsPerToken flops_per_token(const MambaConfig& cfg);
 //                 input) + c·2Di (xz: conv input, z) + c·Di (conv output:
 //                 scan and x_proj input) + c·X (x_dbl: dt, B, C)
 //                 + c·Di (delta) + c·Di (scan output, out_proj input)
-//     head:       r·d + 4 + c·d (norm_f) + 4·d (the head's input gradient,
-//                 f32, computed in the fused loss's forward and held until
-//                 backward) + 8 (loss and weight per row, f32); the
-//                 (tokens, V) logits never exist (ops/linear_cross_entropy)
+//     head:       r·d + 4 (norm_f) + 4·d (the head's input gradient, f32,
+//                 computed in the fused loss's forward and held until
+//                 backward; the loss keeps neither its input nor logits)
+//                 + 8 (loss and weight per row, f32); the (tokens, V)
+//                 logits never exist (ops/linear_cross_entropy)
 //   loss_buffer = c · chunk_rows · V (the one logits chunk) + 4 · V · d (the
 //                 head weight's f32 gradient, held like the input's)
 //   activations = per_token * tokens + loss_buffer
