@@ -212,3 +212,24 @@ TEST_CASE("cuda parity: linear_cross_entropy against the CPU (bf16, f32, f32 mas
   }
   set_poison_allocations(false);
 }
+
+TEST_CASE("cuda: linear_cross_entropy's forward + backward never hold the (M, V) logits") {
+  if (skip_without_gpu()) return;
+  const int64_t M = 16384, d = 256, V = 50280, chunk = 1024;
+  const double logits = double(M) * double(V) * 2;  // bf16: 1.5 GiB
+  Generator g{9, 0};
+  Device dev = Device::cuda(0);
+  Tensor h = mul(randn({M, d}, DType::f32, dev, &g), 0.1).to(DType::bf16).detach().set_requires_grad(true);
+  Tensor w = mul(randn({V, d}, DType::f32, dev, &g), 0.1).detach().set_requires_grad(true);
+  Tensor t = randint(0, V, {M}, DType::i64, dev, &g);
+  cuda_ctx::synchronize(0);
+  const size_t before = cuda_ctx::memory_stats(0).used;
+  cuda_ctx::reset_peak_memory(0);
+  backward(linear_cross_entropy(h, w, t, -100, chunk));
+  cuda_ctx::synchronize(0);
+  const double extra = double(cuda_ctx::memory_stats(0).peak_used - before);
+  INFO("peak extra memory " << extra / (1 << 20) << " MiB vs logits " << logits / (1 << 20) << " MiB");
+  // One bf16 chunk (98 MiB), dh and dW in f32 (16 + 49 MiB), W in bf16, the gradients.
+  CHECK(extra < logits / 4);
+  CHECK(std::isfinite(h.grad().to(DType::f32).to(Device::cpu()).to_vector()[0]));
+}
