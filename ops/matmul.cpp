@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include "ops/common.h"
+#include "ops/creation.h"
 #include "ops/cpu/matmul.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -42,15 +43,22 @@ Tensor bmm_raw(const Tensor& a, const Tensor& b) {
 Tensor t_last(const Tensor& t) { return t.dim() < 2 ? t : t.transpose(-1, -2); }
 
 // sum over i of x[i] @ y[i] for 3-D views x (B,M,K), y (B,K,N), as one (M, N)
-// tensor of dtype dt: one GEMM per batch entry, accumulating in place
-// (beta = 1) in f32 (f64 for f64), in batch order. The gradient of a weight
-// broadcast over a batch so needs no (B, M, N) temporary and is rounded once,
-// and is deterministic.
+// tensor of dtype dt, summed in f32 (f64 for f64) and rounded once, in a
+// fixed order (deterministic): the gradient of a weight broadcast over a
+// batch. A small (B, M, N) f32 product (Mamba's x_proj, dt_proj: a few MiB)
+// is one batched GEMM and one reduction; a large one is one GEMM per batch
+// entry accumulating in place (beta = 1), with no temporary.
 Tensor bmm_sum(const Tensor& x, const Tensor& y, DType dt) {
   const int64_t nb = x.size(0), M = x.size(1), K = x.size(2), N = y.size(2);
-  Tensor out = Tensor::zeros({1, M, N}, dt == DType::f64 ? DType::f64 : DType::f32, x.device());
-  if (K > 0 && M > 0 && N > 0)
-    for (int64_t i = 0; i < nb; ++i) bmm_into(x.narrow(0, i, 1), y.narrow(0, i, 1), out, i == 0 ? 0.0 : 1.0);
+  const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
+  if (K == 0 || M == 0 || N == 0 || nb == 0) return zeros({M, N}, dt, x.device());
+  if (nb > 1 && nb * M * N * int64_t(element_size(acc)) <= (int64_t(64) << 20)) {
+    Tensor parts = Tensor::empty({nb, M, N}, acc, x.device());
+    bmm_into(x, y, parts, 0.0);
+    return to_dtype(sum(parts, {0}), dt);
+  }
+  Tensor out = Tensor::empty({1, M, N}, acc, x.device());
+  for (int64_t i = 0; i < nb; ++i) bmm_into(x.narrow(0, i, 1), y.narrow(0, i, 1), out, i == 0 ? 0.0 : 1.0);
   return to_dtype(out.as_strided({M, N}, {N, 1}, 0), dt);
 }
 

@@ -77,6 +77,12 @@ TEST_CASE("matmul backward: a weight broadcast over a batch, and gradients in th
   for (int64_t i = 0; i < 3; ++i) ref = add(ref, matmul(g.narrow(0, i, 1).squeeze(0), x.narrow(0, i, 1).squeeze(0).t()));
   CHECK(max_abs_diff(w2.grad(), ref) < 1e-12);
   CHECK(w2.grad().is_contiguous());
+  // A weight gradient too large for a (B, M, K) temporary: one accumulating GEMM per batch entry.
+  Tensor wb = leaf({2048, 2049}), xb = rand({2, 2049, 1}, DType::f64), gb = rand({2, 2048, 1}, DType::f64);
+  backward(matmul(wb, xb), gb);
+  Tensor refb = add(matmul(gb.narrow(0, 0, 1).squeeze(0), xb.narrow(0, 0, 1).squeeze(0).t()),
+                    matmul(gb.narrow(0, 1, 1).squeeze(0), xb.narrow(0, 1, 1).squeeze(0).t()));
+  CHECK(max_abs_diff(wb.grad(), refb) < 1e-12);
 
   // linear's weight enters as W^T: its gradient comes back contiguous (out, in),
   // and a transposed (B, L, D) view's gradient has the view's layout, so the
