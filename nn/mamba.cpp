@@ -79,12 +79,21 @@ Tensor Mamba::in_projection(const Tensor& h) const {
              h.desc());
   const DType c = cfg_.compute_dtype;
   const int64_t b = h.size(0), l = h.size(1), di2 = 2 * cfg_.d_inner();
-  // W (2Di, d) @ h^T (d, B*L): one GEMM whose weight gradient is one GEMM too;
-  // the (2Di, B, L) result is viewed as (B, 2Di, L) with L contiguous.
-  Tensor h2 = reshape(to_dtype(h, c), {b * l, cfg_.d_model});
-  Tensor xz = matmul(to_dtype(in_proj->weight, c), transpose(h2, 0, 1));
+  Tensor w = to_dtype(in_proj->weight, c), hc = to_dtype(h, c), xz;
+  if (l > 1) {
+    // W (2Di, d) @ h^T (B, d, L) -> (B, 2Di, L), one GEMM per sequence on h
+    // where it is: the gradient comes back from the split as (B, 2Di, L) and
+    // feeds the GEMMs directly (no permuted copy of it), and h's gradient
+    // comes out in h's layout.
+    xz = matmul(w, transpose(hc, 1, 2));
+  } else {
+    // One token per sequence (decoding): one GEMM over the batch reads W once;
+    // the (2Di, B, 1) result is viewed as (B, 2Di, 1).
+    Tensor h2 = reshape(hc, {b * l, cfg_.d_model});
+    xz = permute(view(matmul(w, transpose(h2, 0, 1)), {di2, b, l}), {1, 0, 2});
+  }
   if (in_proj->bias.defined()) xz = add(xz, unsqueeze(to_dtype(in_proj->bias, c), 1));
-  return permute(view(xz, {di2, b, l}), {1, 0, 2});
+  return xz;
 }
 
 Tensor Mamba::conv(const Tensor& x) const { return conv1d->forward(x, /*silu=*/true); }

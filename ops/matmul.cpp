@@ -87,6 +87,12 @@ bool col_major(const Tensor& t) {
   return r > 1 && c > 1 && t.stride(-2) == 1 && t.stride(-1) >= r;
 }
 
+// Whether a (..., M, K) @ b (K, N) folds a's leading dims into M (one GEMM).
+// A non-contiguous a (a transposed (B, L, D) view, as before out_proj) would
+// need a copy to fold; with enough rows per matrix it runs instead as one
+// batched GEMM against a broadcast b, reading a where it is.
+bool fold(const Tensor& a) { return a.dim() == 2 || a.is_contiguous() || a.size(-2) < 64; }
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -101,7 +107,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
 
   Tensor out;
-  if (b.dim() == 2) {
+  if (b.dim() == 2 && fold(a)) {
     // Fold a's leading dims into M: one large GEMM.
     Shape out_shape(a.shape().begin(), a.shape().end() - 1);
     out_shape.push_back(N);
@@ -139,9 +145,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       ga = sum_to(ga, as.shape());
     }
     if (need[1]) {
-      if (bs.dim() == 2) {  // folded: dB = A_flat^T @ G_flat
+      if (bs.dim() == 2 && fold(as)) {  // folded: dB = A_flat^T @ G_flat
         Tensor a2 = reshape(as, {-1, as.size(-1)}), g2 = reshape(g[0], {-1, g[0].size(-1)});
         gb = col_major(bs) ? transpose(matmul(transpose(g2, 0, 1), a2), 0, 1) : matmul(transpose(a2, 0, 1), g2);
+      } else if (bs.dim() == 2) {  // batched against a broadcast b: dB = sum_i A_i^T G_i, a read in place
+        const int64_t nb = shape_numel(Shape(as.shape().begin(), as.shape().end() - 2));
+        Tensor a3 = as3d(as, nb), g3 = as3d(g[0].detach(), nb);
+        gb = col_major(bs) ? transpose(bmm_sum(t_last(g3), a3, bs.dtype()), 0, 1)
+                           : bmm_sum(t_last(a3), g3, bs.dtype());
       } else {
         gb = col_major(bs) ? transpose(matmul(transpose(g[0], -1, -2), as), -1, -2)
                            : matmul(transpose(as, -1, -2), g[0]);

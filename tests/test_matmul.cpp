@@ -77,6 +77,12 @@ TEST_CASE("matmul backward: a weight broadcast over a batch, and gradients in th
   for (int64_t i = 0; i < 3; ++i) ref = add(ref, matmul(g.narrow(0, i, 1).squeeze(0), x.narrow(0, i, 1).squeeze(0).t()));
   CHECK(max_abs_diff(w2.grad(), ref) < 1e-12);
   CHECK(w2.grad().is_contiguous());
+  // A transposed (B, L, D) view with many rows against a 2-D (transposed) weight: a batched GEMM
+  // against the broadcast weight instead of a copy to fold (Mamba's out_proj, in_proj's dh).
+  Tensor yl = leaf({2, 3, 70}), wl3 = leaf({4, 3});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1].t())}; }, {yl, wl3});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1])}; },
+                  {yl, leaf({3, 4})});
   // A weight gradient too large for a (B, M, K) temporary: one accumulating GEMM per batch entry.
   Tensor wb = leaf({2048, 2049}), xb = rand({2, 2049, 1}, DType::f64), gb = rand({2, 2048, 1}, DType::f64);
   backward(matmul(wb, xb), gb);

@@ -371,6 +371,18 @@ TEST_CASE("gradcheck: tiny Mamba mixer, every parameter and the input") {
   }
 }
 
+TEST_CASE("gradcheck: tiny Mamba mixer over 70 steps (in_proj, out_proj as batched GEMMs on views)") {
+  // 64 rows or more per sequence: the projections read their transposed
+  // inputs in place as one GEMM per sequence (see ops/matmul.cpp's fold).
+  Generator g{21, 0};
+  Mamba mixer(tiny_config(), 0, g);
+  Tensor h = leaf({2, 70, 4});
+  std::vector<Tensor> inputs{h};
+  for (const Tensor& p : mixer.parameters()) inputs.push_back(p);
+  check_gradcheck([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{mixer.forward(in[0])}; }, inputs,
+                  kTight);
+}
+
 TEST_CASE("gradcheck: tiny Mamba mixer with biases and non-selective B, C, delta") {
   for (int variant = 0; variant < 3; ++variant) {
     MambaConfig c = tiny_config();
