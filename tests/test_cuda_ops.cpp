@@ -127,6 +127,11 @@ TEST_CASE("cuda parity: matmul (transposes, batches, folded), embedding") {
     parity("weight over a batch", {{19, 65}, {3, 65, 37}}, dt, [](auto& in) { return matmul(in[0], in[1]); });
     parity("transposed, folded", {{3, 65, 37}, {19, 65}}, dt,
            [](auto& in) { return matmul(in[0].transpose(1, 2), in[1].t()); });
+    // 64 rows or more: batched against the broadcast weight, no fold copy (out_proj, in_proj's dh)
+    parity("transposed, batched", {{3, 65, 70}, {19, 65}}, dt,
+           [](auto& in) { return matmul(in[0].transpose(1, 2), in[1].t()); });
+    parity("weight @ transposed batch", {{19, 65}, {3, 70, 65}}, dt,
+           [](auto& in) { return matmul(in[0], in[1].transpose(1, 2)); });
     parity("linear", {{2, 9, 33}, {17, 33}, {17}}, dt, [](auto& in) { return linear(in[0], in[1], in[2]); });
   }
   Generator g = fresh();
