@@ -14,6 +14,16 @@ namespace coil::nn {
 
 namespace {
 
+// w (out, in) applied along dim 1 of x (B, in, L) -> (B, out, L), contiguous.
+// With L > 1, one GEMM per sequence reads x where it is (a transposed view is
+// fine) and the gradients come back in the same layouts, with no copies. With
+// one token per sequence (decoding) x is a plain (B, in) matrix: one GEMM over
+// the batch reads w once.
+Tensor project(const Tensor& w, const Tensor& x) {
+  if (x.size(2) > 1) return matmul(w, x);
+  return unsqueeze(matmul(reshape(x, {x.size(0), x.size(1)}), transpose(w, 0, 1)), 2);
+}
+
 // The scan reads A, D, delta_bias and non-selective B/C in f32 (f64 in checks).
 Tensor scan_param(const Tensor& t) {
   return t.dtype() == DType::f32 || t.dtype() == DType::f64 ? t : to_dtype(t, DType::f32);
@@ -78,20 +88,9 @@ Tensor Mamba::in_projection(const Tensor& h) const {
   COIL_CHECK(h.dim() == 3 && h.size(2) == cfg_.d_model, "Mamba: input must be (B, L, ", cfg_.d_model, "), got ",
              h.desc());
   const DType c = cfg_.compute_dtype;
-  const int64_t b = h.size(0), l = h.size(1), di2 = 2 * cfg_.d_inner();
-  Tensor w = to_dtype(in_proj->weight, c), hc = to_dtype(h, c), xz;
-  if (l > 1) {
-    // W (2Di, d) @ h^T (B, d, L) -> (B, 2Di, L), one GEMM per sequence on h
-    // where it is: the gradient comes back from the split as (B, 2Di, L) and
-    // feeds the GEMMs directly (no permuted copy of it), and h's gradient
-    // comes out in h's layout.
-    xz = matmul(w, transpose(hc, 1, 2));
-  } else {
-    // One token per sequence (decoding): one GEMM over the batch reads W once;
-    // the (2Di, B, 1) result is viewed as (B, 2Di, 1).
-    Tensor h2 = reshape(hc, {b * l, cfg_.d_model});
-    xz = permute(view(matmul(w, transpose(h2, 0, 1)), {di2, b, l}), {1, 0, 2});
-  }
+  // W (2Di, d) @ h^T (B, d, L) -> (B, 2Di, L): the gradient comes back from
+  // the split as (B, 2Di, L) and feeds the GEMMs directly (no permuted copy).
+  Tensor xz = project(to_dtype(in_proj->weight, c), transpose(to_dtype(h, c), 1, 2));
   if (in_proj->bias.defined()) xz = add(xz, unsqueeze(to_dtype(in_proj->bias, c), 1));
   return xz;
 }
@@ -110,7 +109,7 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   // backward (c·Di bytes per token and layer). dt, B and C come out as
   // (B, *, L) with L contiguous, the scan's layout.
   Tensor x_dbl;  // (B, rows, L): [dt (R) | B (N) | C (N)], selective parts only
-  if (x_proj) x_dbl = matmul(to_dtype(x_proj->weight, c), x);
+  if (x_proj) x_dbl = project(to_dtype(x_proj->weight, c), x);
   // One split node for the selective parts: its backward is one concat.
   std::vector<int64_t> sizes;
   if (cfg_.selective_delta) sizes.push_back(r);
@@ -121,7 +120,7 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   if (cfg_.selective_delta) {
     // dt_proj.weight (Di, R) @ dt (B, R, L) -> (B, Di, L), contiguous; the
     // bias is added inside the scan (delta_bias, with the softplus).
-    p.delta = matmul(to_dtype(dt_proj->weight, c), parts[next++]);
+    p.delta = project(to_dtype(dt_proj->weight, c), parts[next++]);
     p.delta_bias = scan_param(dt_proj->bias);
   } else {
     p.delta = expand(zeros({1, 1, 1}, c, x.device()), {b, di, l});
