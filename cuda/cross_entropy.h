@@ -15,4 +15,11 @@ void cross_entropy_fwd(const void* logits, DType dtype, int64_t n, int64_t V, co
 void cross_entropy_bwd(const void* logits, DType dtype, int64_t n, int64_t V, const void* targets, DType tdtype,
                        int64_t ignore_index, const float* lse, const float* dloss, void* dlogits, int device);
 
+// The forward and the logits' gradient at once, for a chunked LM head: writes
+// loss and weight as cross_entropy_fwd does (no lse), then overwrites logits
+// in place with softmax - onehot (zero rows where ignored). The caller scales
+// by dloss / count afterwards.
+void cross_entropy_fwd_grad(void* logits, DType dtype, int64_t n, int64_t V, const void* targets, DType tdtype,
+                            int64_t ignore_index, float* loss, float* weight, int device);
+
 }  // namespace coil::cuda

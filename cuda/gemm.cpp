@@ -74,8 +74,13 @@ struct Layout {
 
 }  // namespace
 
-void bmm(const Strided& a, const Strided& b, const Strided& out, int device) {
+void bmm(const Strided& a, const Strided& b, const Strided& out, int device, float beta_value) {
   COIL_CHECK(gemm_layout_ok(a) && gemm_layout_ok(b), "cuda bmm: operands need row- or column-major matrices");
+  COIL_CHECK(a.dtype == b.dtype, "cuda bmm: operand dtypes differ: ", dtype_name(a.dtype), " and ",
+             dtype_name(b.dtype));
+  const bool half_in = a.dtype == DType::bf16 || a.dtype == DType::f16;
+  COIL_CHECK(out.dtype == a.dtype || (half_in && out.dtype == DType::f32), "cuda bmm: a ", dtype_name(out.dtype),
+             " output for ", dtype_name(a.dtype), " operands");
   const int batch = int(a.shape[0]);
   const int64_t M = a.shape[1], K = a.shape[2], N = b.shape[2];
   if (M == 0 || N == 0 || batch == 0) return;
@@ -92,7 +97,7 @@ void bmm(const Strided& a, const Strided& b, const Strided& out, int device) {
   cublasOperation_t opB = va.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   Layout la(type, vb.rows, vb.cols, vb.ld, batch, b.strides[0]);
   Layout lb(type, va.rows, va.cols, va.ld, batch, a.strides[0]);
-  Layout lc(type, uint64_t(N), uint64_t(M), N, batch, M * N);
+  Layout lc(cuda_type(out.dtype), uint64_t(N), uint64_t(M), N, batch, M * N);
 
   cublasLtMatmulDesc_t desc;
   check_lt(cublasLtMatmulDescCreate(&desc, compute, scale), "cublasLtMatmulDescCreate");
@@ -110,10 +115,10 @@ void bmm(const Strided& a, const Strided& b, const Strided& out, int device) {
            "heuristic");
   COIL_CHECK(found > 0, "cuBLASLt found no algorithm for a ", M, "x", K, " @ ", K, "x", N, " ", dtype_name(a.dtype),
              " product");
-  double one_d = 1.0, zero_d = 0.0;
-  float one_f = 1.0f, zero_f = 0.0f;
+  double one_d = 1.0, beta_d = beta_value;
+  float one_f = 1.0f, beta_f = beta_value;
   const void* alpha = f64 ? static_cast<const void*>(&one_d) : &one_f;
-  const void* beta = f64 ? static_cast<const void*>(&zero_d) : &zero_f;
+  const void* beta = f64 ? static_cast<const void*>(&beta_d) : &beta_f;
   check_lt(cublasLtMatmul(lt.handle, desc, alpha, b.data, la.h, a.data, lb.h, beta, out.data, lc.h, out.data, lc.h,
                           &heur.algo, lt.workspace, lt.workspace_bytes,
                           static_cast<cudaStream_t>(cuda_ctx::stream(device))),

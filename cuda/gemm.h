@@ -15,7 +15,10 @@ inline bool gemm_layout_ok(const Strided& t) {
   return t.rank == 3 && (row_major || col_major);
 }
 
-// out (B, M, N) contiguous = a (B, M, K) @ b (B, K, N).
-void bmm(const Strided& a, const Strided& b, const Strided& out, int device);
+// out (B, M, N) contiguous = a (B, M, K) @ b (B, K, N) + beta * out.
+// out has a's dtype, or f32 for bf16/f16 operands (the products are summed in
+// f32 either way; an f32 out keeps the sum there, e.g. to accumulate several
+// products with beta = 1 into one f32 gradient).
+void bmm(const Strided& a, const Strided& b, const Strided& out, int device, float beta = 0.f);
 
 }  // namespace coil::cuda

@@ -14,6 +14,16 @@ namespace coil::nn {
 
 namespace {
 
+// w (out, in) applied along dim 1 of x (B, in, L) -> (B, out, L), contiguous.
+// With L > 1, one GEMM per sequence reads x where it is (a transposed view is
+// fine) and the gradients come back in the same layouts, with no copies. With
+// one token per sequence (decoding) x is a plain (B, in) matrix: one GEMM over
+// the batch reads w once.
+Tensor project(const Tensor& w, const Tensor& x) {
+  if (x.size(2) > 1) return matmul(w, x);
+  return unsqueeze(matmul(reshape(x, {x.size(0), x.size(1)}), transpose(w, 0, 1)), 2);
+}
+
 // The scan reads A, D, delta_bias and non-selective B/C in f32 (f64 in checks).
 Tensor scan_param(const Tensor& t) {
   return t.dtype() == DType::f32 || t.dtype() == DType::f64 ? t : to_dtype(t, DType::f32);
@@ -78,13 +88,11 @@ Tensor Mamba::in_projection(const Tensor& h) const {
   COIL_CHECK(h.dim() == 3 && h.size(2) == cfg_.d_model, "Mamba: input must be (B, L, ", cfg_.d_model, "), got ",
              h.desc());
   const DType c = cfg_.compute_dtype;
-  const int64_t b = h.size(0), l = h.size(1), di2 = 2 * cfg_.d_inner();
-  // W (2Di, d) @ h^T (d, B*L): one GEMM whose weight gradient is one GEMM too;
-  // the (2Di, B, L) result is viewed as (B, 2Di, L) with L contiguous.
-  Tensor h2 = reshape(to_dtype(h, c), {b * l, cfg_.d_model});
-  Tensor xz = matmul(to_dtype(in_proj->weight, c), transpose(h2, 0, 1));
+  // W (2Di, d) @ h^T (B, d, L) -> (B, 2Di, L): the gradient comes back from
+  // the split as (B, 2Di, L) and feeds the GEMMs directly (no permuted copy).
+  Tensor xz = project(to_dtype(in_proj->weight, c), transpose(to_dtype(h, c), 1, 2));
   if (in_proj->bias.defined()) xz = add(xz, unsqueeze(to_dtype(in_proj->bias, c), 1));
-  return permute(view(xz, {di2, b, l}), {1, 0, 2});
+  return xz;
 }
 
 Tensor Mamba::conv(const Tensor& x) const { return conv1d->forward(x, /*silu=*/true); }
@@ -95,8 +103,13 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   const DType c = cfg_.compute_dtype;
   const int64_t b = x.size(0), di = x.size(1), l = x.size(2), n = cfg_.d_state, r = cfg_.resolved_dt_rank();
   SsmInputs p;
-  Tensor x_dbl;  // (B*L, rows): [dt (R) | B (N) | C (N)], selective parts only
-  if (x_proj) x_dbl = x_proj->forward(reshape(transpose(x, 1, 2), {b * l, di}), c);
+  // x_proj as W (rows, Di) @ x (B, Di, L), one GEMM per sequence: x is read
+  // where the conv wrote it (and the scan keeps it anyway). The (B*L, Di)
+  // @ W^T form needed a transposed copy of x that stayed alive until the
+  // backward (c·Di bytes per token and layer). dt, B and C come out as
+  // (B, *, L) with L contiguous, the scan's layout.
+  Tensor x_dbl;  // (B, rows, L): [dt (R) | B (N) | C (N)], selective parts only
+  if (x_proj) x_dbl = project(to_dtype(x_proj->weight, c), x);
   // One split node for the selective parts: its backward is one concat.
   std::vector<int64_t> sizes;
   if (cfg_.selective_delta) sizes.push_back(r);
@@ -105,10 +118,9 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   std::vector<Tensor> parts = x_proj ? split(x_dbl, sizes, 1) : std::vector<Tensor>{};
   size_t next = 0;
   if (cfg_.selective_delta) {
-    // dt_proj.weight (Di, R) @ dt^T (R, B*L) -> (Di, B, L) viewed as (B, Di, L);
-    // the bias is added inside the scan (delta_bias, with the softplus).
-    Tensor dt = matmul(to_dtype(dt_proj->weight, c), transpose(parts[next++], 0, 1));
-    p.delta = permute(view(dt, {di, b, l}), {1, 0, 2});
+    // dt_proj.weight (Di, R) @ dt (B, R, L) -> (B, Di, L), contiguous; the
+    // bias is added inside the scan (delta_bias, with the softplus).
+    p.delta = project(to_dtype(dt_proj->weight, c), parts[next++]);
     p.delta_bias = scan_param(dt_proj->bias);
   } else {
     p.delta = expand(zeros({1, 1, 1}, c, x.device()), {b, di, l});
@@ -116,7 +128,7 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   }
   auto selective = [&](bool on, const Tensor& param) {
     if (!on) return scan_param(param);
-    return transpose(reshape(parts[next++], {b, l, n}), 1, 2);  // (B, N, L)
+    return parts[next++];  // (B, N, L)
   };
   p.B = selective(cfg_.selective_B, B);
   p.C = selective(cfg_.selective_C, C);
@@ -136,7 +148,10 @@ Tensor Mamba::forward(const Tensor& h) const {
   const int64_t di = cfg_.d_inner();
   Tensor xz = in_projection(h);
   std::vector<Tensor> parts = split(xz, {di, di}, 1);
-  Tensor x = conv(parts[0]);
+  // The conv keeps its input for backward. Handed the x half as a view, it
+  // kept all of xz (c·2Di bytes per token) alive next to the scan's own copy
+  // of z; a contiguous x (the copy the conv's kernel makes anyway) lets xz go.
+  Tensor x = conv(contiguous(parts[0]));
   Tensor z = parts[1];
   return out_projection(ssm(x, z));
 }

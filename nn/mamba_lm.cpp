@@ -2,6 +2,7 @@
 
 #include "autograd/grad_mode.h"
 #include "ops/cross_entropy.h"
+#include "ops/linear_cross_entropy.h"
 #include "ops/views.h"
 
 namespace coil::nn {
@@ -92,7 +93,16 @@ Tensor MambaLM::step(const Tensor& input_ids, InferenceCache& cache) const {
 }
 
 Tensor MambaLM::loss(const Tensor& input_ids, const Tensor& targets, int64_t ignore_index) const {
-  return cross_entropy(forward(input_ids), targets, ignore_index);
+  // The head and the loss are fused and chunked so the (B*L, V) logits never
+  // exist. The head's f32 weight goes in as it is (cast to the compute dtype
+  // inside), so its gradient lands in f32 on the same tensor as the tied
+  // embedding's.
+  COIL_CHECK(!lm_head->bias.defined(), "MambaLM::loss: an LM head with a bias is not supported");
+  Tensor hidden = backbone->forward(input_ids);
+  COIL_CHECK(targets.shape() == Shape({hidden.size(0), hidden.size(1)}), "MambaLM::loss: targets ", targets.desc(),
+             " do not match input_ids ", input_ids.desc());
+  Tensor h = reshape(to_dtype(hidden, cfg_.compute_dtype), {-1, cfg_.d_model});
+  return linear_cross_entropy(h, lm_head->weight, reshape(targets, {-1}), ignore_index);
 }
 
 }  // namespace coil::nn

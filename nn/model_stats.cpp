@@ -1,6 +1,9 @@
 #include "nn/model_stats.h"
 
+#include <algorithm>
 #include <cstdio>
+
+#include "ops/linear_cross_entropy.h"
 
 namespace coil::nn {
 
@@ -47,11 +50,12 @@ MemoryEstimate estimate_training_memory(const MambaConfig& cfg, int64_t tokens) 
   m.grads_bytes = P * pbytes;
   m.optimizer_bytes = 2 * P * (cfg.param_dtype == DType::f64 ? 8 : 4);
   m.weight_copies_bytes = cfg.compute_dtype != cfg.param_dtype ? c * count_matmul_parameters(cfg) : 0;
-  const int64_t layer = r * d + 4 + c * (d + 2 * di + 2 * di + x + di + di);
-  const int64_t head = r * d + 4 + c * d + c * V + 4 * V;
+  const int64_t layer = r * d + 4 + c * (d + 2 * di + di + x + di + di);
+  const int64_t head = r * d + 4 + 4 * d + 8;
   m.activation_bytes_per_token = cfg.n_layer * layer + head;
   m.tokens = tokens;
-  m.activation_bytes = m.activation_bytes_per_token * tokens;
+  m.loss_buffer_bytes = c * std::min<int64_t>(tokens, default_lce_chunk_rows(V, cfg.compute_dtype)) * V + 4 * V * d;
+  m.activation_bytes = m.activation_bytes_per_token * tokens + m.loss_buffer_bytes;
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.weight_copies_bytes + m.activation_bytes;
   return m;
 }
@@ -64,11 +68,11 @@ std::string MemoryEstimate::str() const {
                 "gradients       %8.3f GiB\n"
                 "AdamW m, v      %8.3f GiB\n"
                 "weight casts    %8.3f GiB\n"
-                "activations     %8.3f GiB (%lld tokens x %.1f KiB)\n"
+                "activations     %8.3f GiB (%lld tokens x %.1f KiB + %.3f GiB loss chunk and head gradient)\n"
                 "total           %8.3f GiB",
                 gib(params_bytes), gib(grads_bytes), gib(optimizer_bytes), gib(weight_copies_bytes),
                 gib(activation_bytes), static_cast<long long>(tokens), double(activation_bytes_per_token) / 1024.0,
-                gib(total_bytes));
+                gib(loss_buffer_bytes), gib(total_bytes));
   return buf;
 }
 

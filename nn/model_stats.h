@@ -42,12 +42,18 @@ FlopsPerToken flops_per_token(const MambaConfig& cfg);
 //                   dtype (the casts the matmuls save for backward)
 //   per token, saved for backward (what nn/mamba.cpp keeps alive):
 //     each layer: r·d + 4 (norm residual, rstd) + c·d (norm output, in_proj
-//                 input) + c·2Di (xz: conv input, z) + c·2Di (conv output and
-//                 its (B·L, Di) copy for x_proj) + c·X (x_dbl: dt, B, C)
+//                 input) + c·2Di (xz: conv input, z) + c·Di (conv output:
+//                 scan and x_proj input) + c·X (x_dbl: dt, B, C)
 //                 + c·Di (delta) + c·Di (scan output, out_proj input)
-//     head:       r·d + 4 + c·d (norm_f) + c·V (logits) + 4·V (their gradient
-//                 during the loss backward)
-//   activations = per_token * tokens (tokens = micro-batch × sequence length)
+//     head:       r·d + 4 (norm_f) + 4·d (the head's input gradient, f32,
+//                 computed in the fused loss's forward and held until
+//                 backward; the loss keeps neither its input nor logits)
+//                 + 8 (loss and weight per row, f32); the (tokens, V)
+//                 logits never exist (ops/linear_cross_entropy)
+//   loss_buffer = c · chunk_rows · V (the one logits chunk) + 4 · V · d (the
+//                 head weight's f32 gradient, held like the input's)
+//   activations = per_token * tokens + loss_buffer
+//                 (tokens = micro-batch × sequence length)
 //   total       = params + grads + optimizer + weight_copies + activations
 // Allocator slack and kernel workspaces are not included.
 struct MemoryEstimate {
@@ -57,6 +63,7 @@ struct MemoryEstimate {
   int64_t weight_copies_bytes = 0;
   int64_t activation_bytes_per_token = 0;
   int64_t tokens = 0;
+  int64_t loss_buffer_bytes = 0;
   int64_t activation_bytes = 0;
   int64_t total_bytes = 0;
   // Several lines: each term in GiB.

@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include "ops/common.h"
+#include "ops/creation.h"
 #include "ops/cpu/matmul.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -16,21 +17,49 @@ using detail::save;
 
 namespace {
 
-// out (B,M,N) = a (B,M,K) @ b (B,K,N) on 3-D views; no autograd.
-Tensor bmm_raw(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+// out (B,M,N) = a (B,M,K) @ b (B,K,N) + beta * out on 3-D views, out
+// contiguous; no autograd.
+void bmm_into(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   if (a.is_cpu()) {
-    cpu::bmm(a, b, out);
+    cpu::bmm(a, b, out, beta);
   } else {
 #ifdef COIL_WITH_CUDA
     Tensor aa = cuda::gemm_layout_ok(detail::strided(a)) ? a : contiguous(a);
     Tensor bb = cuda::gemm_layout_ok(detail::strided(b)) ? b : contiguous(b);
-    cuda::bmm(detail::strided(aa), detail::strided(bb), detail::strided(out), a.device().index);
+    cuda::bmm(detail::strided(aa), detail::strided(bb), detail::strided(out), a.device().index, float(beta));
 #else
     detail::no_cuda("matmul");
 #endif
   }
+}
+
+Tensor bmm_raw(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+  bmm_into(a, b, out, 0.0);
   return out;
+}
+
+// The last two dims swapped, as a view.
+Tensor t_last(const Tensor& t) { return t.dim() < 2 ? t : t.transpose(-1, -2); }
+
+// sum over i of x[i] @ y[i] for 3-D views x (B,M,K), y (B,K,N), as one (M, N)
+// tensor of dtype dt, summed in f32 (f64 for f64) and rounded once, in a
+// fixed order (deterministic): the gradient of a weight broadcast over a
+// batch. A small (B, M, N) f32 product (Mamba's x_proj, dt_proj: a few MiB)
+// is one batched GEMM and one reduction; a large one is one GEMM per batch
+// entry accumulating in place (beta = 1), with no temporary.
+Tensor bmm_sum(const Tensor& x, const Tensor& y, DType dt) {
+  const int64_t nb = x.size(0), M = x.size(1), K = x.size(2), N = y.size(2);
+  const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
+  if (K == 0 || M == 0 || N == 0 || nb == 0) return zeros({M, N}, dt, x.device());
+  if (nb > 1 && nb * M * N * int64_t(element_size(acc)) <= (int64_t(64) << 20)) {
+    Tensor parts = Tensor::empty({nb, M, N}, acc, x.device());
+    bmm_into(x, y, parts, 0.0);
+    return to_dtype(sum(parts, {0}), dt);
+  }
+  Tensor out = Tensor::empty({1, M, N}, acc, x.device());
+  for (int64_t i = 0; i < nb; ++i) bmm_into(x.narrow(0, i, 1), y.narrow(0, i, 1), out, i == 0 ? 0.0 : 1.0);
+  return to_dtype(out.as_strided({M, N}, {N, 1}, 0), dt);
 }
 
 Tensor as3d(const Tensor& t, int64_t batch) {
@@ -46,6 +75,24 @@ Tensor as3d(const Tensor& t, int64_t batch) {
                       u.offset());
 }
 
+// True when the last two dims of t are column-major: t is a transposed view
+// of a row-major matrix (W^T in linear, h^T in Mamba's in_proj, y^T before
+// out_proj). Its gradient is then computed as the transpose of the swapped
+// product (dX^T = B G^T instead of dX = G B^T: same GEMM cost) and returned
+// as a transposed view, so the gradient has t's layout: the transpose's own
+// backward then hands a contiguous tensor up the graph, and the reshape or
+// elementwise op behind it needs no copy.
+bool col_major(const Tensor& t) {
+  const int64_t r = t.size(-2), c = t.size(-1);
+  return r > 1 && c > 1 && t.stride(-2) == 1 && t.stride(-1) >= r;
+}
+
+// Whether a (..., M, K) @ b (K, N) folds a's leading dims into M (one GEMM).
+// A non-contiguous a (a transposed (B, L, D) view, as before out_proj) would
+// need a copy to fold; with enough rows per matrix it runs instead as one
+// batched GEMM against a broadcast b, reading a where it is.
+bool fold(const Tensor& a) { return a.dim() == 2 || a.is_contiguous() || a.size(-2) < 64; }
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -60,7 +107,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
 
   Tensor out;
-  if (b.dim() == 2) {
+  if (b.dim() == 2 && fold(a)) {
     // Fold a's leading dims into M: one large GEMM.
     Shape out_shape(a.shape().begin(), a.shape().end() - 1);
     out_shape.push_back(N);
@@ -86,13 +133,30 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor as = save(a), bs = save(b);
   record_op(op, {a, b}, {out}, [as, bs](const std::vector<Tensor>& g, const std::vector<bool>& need) {
     Tensor ga, gb;
-    if (need[0]) ga = sum_to(matmul(g[0], transpose(bs, -1, -2)), as.shape());
+    if (need[0] && as.dim() == 2 && bs.dim() > 2) {
+      // a weight broadcast over b's batch: dA = sum_i G_i B_i^T, accumulated
+      Shape sb(g[0].shape().begin(), g[0].shape().end() - 2);
+      const int64_t nb = shape_numel(sb);
+      sb.insert(sb.end(), {bs.size(-2), bs.size(-1)});
+      ga = bmm_sum(as3d(g[0].detach(), nb), t_last(as3d(broadcast_view(bs, sb), nb)), as.dtype());
+    } else if (need[0]) {
+      ga = col_major(as) ? transpose(matmul(bs, transpose(g[0], -1, -2)), -1, -2)
+                         : matmul(g[0], transpose(bs, -1, -2));
+      ga = sum_to(ga, as.shape());
+    }
     if (need[1]) {
-      if (bs.dim() == 2) {  // folded: dB = A_flat^T @ G_flat
+      if (bs.dim() == 2 && fold(as)) {  // folded: dB = A_flat^T @ G_flat
         Tensor a2 = reshape(as, {-1, as.size(-1)}), g2 = reshape(g[0], {-1, g[0].size(-1)});
-        gb = matmul(transpose(a2, 0, 1), g2);
+        gb = col_major(bs) ? transpose(matmul(transpose(g2, 0, 1), a2), 0, 1) : matmul(transpose(a2, 0, 1), g2);
+      } else if (bs.dim() == 2) {  // batched against a broadcast b: dB = sum_i A_i^T G_i, a read in place
+        const int64_t nb = shape_numel(Shape(as.shape().begin(), as.shape().end() - 2));
+        Tensor a3 = as3d(as, nb), g3 = as3d(g[0].detach(), nb);
+        gb = col_major(bs) ? transpose(bmm_sum(t_last(g3), a3, bs.dtype()), 0, 1)
+                           : bmm_sum(t_last(a3), g3, bs.dtype());
       } else {
-        gb = sum_to(matmul(transpose(as, -1, -2), g[0]), bs.shape());
+        gb = col_major(bs) ? transpose(matmul(transpose(g[0], -1, -2), as), -1, -2)
+                           : matmul(transpose(as, -1, -2), g[0]);
+        gb = sum_to(gb, bs.shape());
       }
     }
     return std::vector<Tensor>{ga, gb};

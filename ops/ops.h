@@ -12,5 +12,6 @@
 #include "ops/views.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
+#include "ops/linear_cross_entropy.h"
 #include "ops/rms_norm.h"
 #include "ops/selective_scan.h"

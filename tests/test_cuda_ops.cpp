@@ -130,6 +130,14 @@ TEST_CASE("cuda parity: matmul (transposes, batches, folded), embedding") {
     parity("matmul folded", {{3, 11, 65}, {65, 19}}, dt, [](auto& in) { return matmul(in[0], in[1]); });
     parity("bmm", {{3, 11, 65}, {3, 65, 19}}, dt, [](auto& in) { return matmul(in[0], in[1]); });
     parity("bmm broadcast", {{3, 11, 65}, {1, 65, 19}}, dt, [](auto& in) { return matmul(in[0], in[1]); });
+    parity("weight over a batch", {{19, 65}, {3, 65, 37}}, dt, [](auto& in) { return matmul(in[0], in[1]); });
+    parity("transposed, folded", {{3, 65, 37}, {19, 65}}, dt,
+           [](auto& in) { return matmul(in[0].transpose(1, 2), in[1].t()); });
+    // 64 rows or more: batched against the broadcast weight, no fold copy (out_proj, in_proj's dh)
+    parity("transposed, batched", {{3, 65, 70}, {19, 65}}, dt,
+           [](auto& in) { return matmul(in[0].transpose(1, 2), in[1].t()); });
+    parity("weight @ transposed batch", {{19, 65}, {3, 70, 65}}, dt,
+           [](auto& in) { return matmul(in[0], in[1].transpose(1, 2)); });
     parity("linear", {{2, 9, 33}, {17, 33}, {17}}, dt, [](auto& in) { return linear(in[0], in[1], in[2]); });
   }
   Generator g = fresh();

@@ -56,3 +56,47 @@ TEST_CASE("embedding: lookup, gradient, range error") {
   check_gradcheck([&](auto& in) { return std::vector<Tensor>{embedding(in[0], idx.to(DType::i32))}; }, {w});
   CHECK_THROWS_WITH_AS(embedding(w, Tensor::from_ints({6}, {1})), doctest::Contains("index 6 at position 0"), Error);
 }
+
+TEST_CASE("matmul backward: a weight broadcast over a batch, and gradients in the layout of transposed inputs") {
+  Tensor w = leaf({4, 6}), x = leaf({3, 6, 5}), x4 = leaf({2, 2, 6, 5}), y = leaf({3, 6, 5}), wt = leaf({4, 6});
+  Tensor z = leaf({3, 5, 6});
+  // W (4, 6) @ x (B, 6, L): W's gradient is summed over the batch (Mamba's x_proj, dt_proj).
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; }, {w, x});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; }, {w, x4});
+  // A transposed 3-D input folded against a transposed weight (Mamba's out_proj).
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1].t())}; }, {y, wt});
+  // A weight against a transposed batch (both of dA's paths and dB's).
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[1], in[0].transpose(1, 2))}; }, {z, wt});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1])}; },
+                  {z, leaf({3, 5, 4})});
+
+  // The summed weight gradient equals the sum of per-sequence products.
+  Tensor g = rand({3, 4, 5}, DType::f64), w2 = leaf({4, 6});
+  backward(matmul(w2, x.detach()), g);
+  Tensor ref = zeros({4, 6}, DType::f64);
+  for (int64_t i = 0; i < 3; ++i) ref = add(ref, matmul(g.narrow(0, i, 1).squeeze(0), x.narrow(0, i, 1).squeeze(0).t()));
+  CHECK(max_abs_diff(w2.grad(), ref) < 1e-12);
+  CHECK(w2.grad().is_contiguous());
+  // A transposed (B, L, D) view with many rows against a 2-D (transposed) weight: a batched GEMM
+  // against the broadcast weight instead of a copy to fold (Mamba's out_proj, in_proj's dh).
+  Tensor yl = leaf({2, 3, 70}), wl3 = leaf({4, 3});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1].t())}; }, {yl, wl3});
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{matmul(in[0].transpose(1, 2), in[1])}; },
+                  {yl, leaf({3, 4})});
+  // A weight gradient too large for a (B, M, K) temporary: one accumulating GEMM per batch entry.
+  Tensor wb = leaf({2048, 2049}), xb = rand({2, 2049, 1}, DType::f64), gb = rand({2, 2048, 1}, DType::f64);
+  backward(matmul(wb, xb), gb);
+  Tensor refb = add(matmul(gb.narrow(0, 0, 1).squeeze(0), xb.narrow(0, 0, 1).squeeze(0).t()),
+                    matmul(gb.narrow(0, 1, 1).squeeze(0), xb.narrow(0, 1, 1).squeeze(0).t()));
+  CHECK(max_abs_diff(wb.grad(), refb) < 1e-12);
+
+  // linear's weight enters as W^T: its gradient comes back contiguous (out, in),
+  // and a transposed (B, L, D) view's gradient has the view's layout, so the
+  // transpose's backward hands on a contiguous (B, D, L).
+  Tensor xin = leaf({7, 6}), wl = leaf({4, 6});
+  backward(sum(linear(xin, wl)));
+  CHECK(wl.grad().is_contiguous());
+  Tensor yb = leaf({3, 6, 5});
+  backward(sum(linear(yb.transpose(1, 2), wl)));
+  CHECK(yb.grad().is_contiguous());
+}

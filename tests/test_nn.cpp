@@ -371,6 +371,18 @@ TEST_CASE("gradcheck: tiny Mamba mixer, every parameter and the input") {
   }
 }
 
+TEST_CASE("gradcheck: tiny Mamba mixer over 70 steps (in_proj, out_proj as batched GEMMs on views)") {
+  // 64 rows or more per sequence: the projections read their transposed
+  // inputs in place as one GEMM per sequence (see ops/matmul.cpp's fold).
+  Generator g{21, 0};
+  Mamba mixer(tiny_config(), 0, g);
+  Tensor h = leaf({2, 70, 4});
+  std::vector<Tensor> inputs{h};
+  for (const Tensor& p : mixer.parameters()) inputs.push_back(p);
+  check_gradcheck([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{mixer.forward(in[0])}; }, inputs,
+                  kTight);
+}
+
 TEST_CASE("gradcheck: tiny Mamba mixer with biases and non-selective B, C, delta") {
   for (int variant = 0; variant < 3; ++variant) {
     MambaConfig c = tiny_config();
@@ -484,9 +496,11 @@ TEST_CASE("nn: FLOPs per token and the training-memory estimate") {
   CHECK(m.grads_bytes == 4 * P);
   CHECK(m.optimizer_bytes == 8 * P);
   CHECK(m.weight_copies_bytes == 2 * 128268288);
-  // per layer: 4·768 + 4 + 2·(768 + 6·1536 + 80); head: 4·768 + 4 + 2·768 + 6·50280
-  CHECK(m.activation_bytes_per_token == 24 * (3072 + 4 + 2 * (768 + 9216 + 80)) + (3072 + 4 + 1536 + 6 * 50280));
-  CHECK(m.activation_bytes == m.activation_bytes_per_token * 8 * 2048);
+  // per layer: 4·768 + 4 + 2·(768 + 5·1536 + 80); head: 4·768 + 4 + 4·768 + 8 (no logits: the loss is fused
+  // and chunked); loss buffer: one bf16 chunk of 5248 rows of logits + the head's f32 gradient
+  CHECK(m.activation_bytes_per_token == 24 * (3072 + 4 + 2 * (768 + 7680 + 80)) + (3072 + 4 + 3072 + 8));
+  CHECK(m.loss_buffer_bytes == int64_t(2) * 5248 * 50280 + int64_t(4) * 50280 * 768);
+  CHECK(m.activation_bytes == m.activation_bytes_per_token * 8 * 2048 + m.loss_buffer_bytes);
   CHECK(m.total_bytes == m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.weight_copies_bytes + m.activation_bytes);
   CHECK(m.str().find("total") != std::string::npos);
 }

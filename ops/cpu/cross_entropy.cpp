@@ -30,6 +30,16 @@ void check_targets(int64_t n, int64_t v, const I* targets, int64_t ignore_index,
 
 int64_t row_grain(int64_t v) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, v)); }
 
+// log(sum_j exp(row[j])), shifted by the row max so exp never overflows.
+template <class T>
+double row_lse(const T* row, int64_t v) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < v; ++j) mx = std::max(mx, double(row[j]));
+  double sum = 0;
+  for (int64_t j = 0; j < v; ++j) sum += std::exp(double(row[j]) - mx);
+  return mx + std::log(sum);
+}
+
 }  // namespace
 
 template <class T, class I>
@@ -39,12 +49,7 @@ void cross_entropy_fwd(int64_t n, int64_t v, const T* logits, const I* targets,
   parallel_for(0, n, row_grain(v), [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const T* li = logits + i * v;
-      // Shift by the row max so exp never overflows.
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j < v; ++j) mx = std::max(mx, double(li[j]));
-      double sum = 0;
-      for (int64_t j = 0; j < v; ++j) sum += std::exp(double(li[j]) - mx);
-      const double l = mx + std::log(sum);
+      const double l = row_lse(li, v);
       lse[i] = T(l);
       const int64_t t = targets[i];
       loss[i] = t == ignore_index ? T(0) : T(l - double(li[t]));
@@ -74,10 +79,36 @@ void cross_entropy_bwd(int64_t n, int64_t v, const T* logits, const I* targets,
   });
 }
 
+template <class T, class I>
+void cross_entropy_fwd_grad(int64_t n, int64_t v, T* logits, const I* targets, int64_t ignore_index, T* loss,
+                            T* weight) {
+  check_targets(n, v, targets, ignore_index, "cross_entropy_fwd_grad");
+  parallel_for(0, n, row_grain(v), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      T* li = logits + i * v;
+      const int64_t t = targets[i];
+      if (t == ignore_index) {
+        loss[i] = T(0);
+        weight[i] = T(0);
+        std::fill(li, li + v, T(0));
+        continue;
+      }
+      const double l = row_lse(li, v);
+      loss[i] = T(l - double(li[t]));  // read before the row is overwritten
+      weight[i] = T(1);
+      for (int64_t j = 0; j < v; ++j) {
+        const double p = std::exp(double(li[j]) - l);
+        li[j] = T(j == t ? p - 1.0 : p);
+      }
+    }
+  });
+}
+
 #define COIL_INSTANTIATE(T, I)                                                                \
   template void cross_entropy_fwd<T, I>(int64_t, int64_t, const T*, const I*, int64_t, T*, T*); \
   template void cross_entropy_bwd<T, I>(int64_t, int64_t, const T*, const I*, int64_t,          \
-                                        const T*, const T*, T*);
+                                        const T*, const T*, T*);                             \
+  template void cross_entropy_fwd_grad<T, I>(int64_t, int64_t, T*, const I*, int64_t, T*, T*);
 COIL_INSTANTIATE(float, int32_t)
 COIL_INSTANTIATE(float, int64_t)
 COIL_INSTANTIATE(double, int32_t)

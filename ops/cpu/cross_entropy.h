@@ -22,4 +22,13 @@ template <class T, class I>
 void cross_entropy_bwd(int64_t n, int64_t v, const T* logits, const I* targets,
                        int64_t ignore_index, const T* lse, const T* dloss, T* dlogits);
 
+// The forward and the gradient in one pass over a chunk of rows, for a fused
+// LM head whose logits live only in a chunk buffer: writes loss[i] (0 when
+// ignored) and weight[i] (1, or 0 when ignored), then overwrites logits[i,j]
+// in place with softmax(logits[i])_j - [j == targets[i]] (zeros on ignored
+// rows). The caller applies dloss / count afterwards.
+template <class T, class I>
+void cross_entropy_fwd_grad(int64_t n, int64_t v, T* logits, const I* targets, int64_t ignore_index, T* loss,
+                            T* weight);
+
 }  // namespace coil::cpu

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include "core/error.h"
 #include "ops/cpu/elementwise.h"
 
 namespace coil::cpu {
@@ -29,7 +30,7 @@ Tensor dense_copy(const Tensor& t, DType dt) {
 }
 
 template <class T>
-void gemm_loop(const Tensor& a, const Tensor& b, const Tensor& out) {
+void gemm_loop(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   MatLayout la = layout_of(a), lb = layout_of(b);
   const T* ap = a.data<T>();
@@ -41,19 +42,20 @@ void gemm_loop(const Tensor& a, const Tensor& b, const Tensor& out) {
     T* oi = op + i * M * N;
     if constexpr (std::is_same_v<T, float>)
       cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M),
-                  int(N), int(K), 1.0f, ai, int(la.ld), bi, int(lb.ld), 0.0f, oi, int(std::max<int64_t>(N, 1)));
+                  int(N), int(K), 1.0f, ai, int(la.ld), bi, int(lb.ld), float(beta), oi, int(std::max<int64_t>(N, 1)));
     else
       cblas_dgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M),
-                  int(N), int(K), 1.0, ai, int(la.ld), bi, int(lb.ld), 0.0, oi, int(std::max<int64_t>(N, 1)));
+                  int(N), int(K), 1.0, ai, int(la.ld), bi, int(lb.ld), beta, oi, int(std::max<int64_t>(N, 1)));
   }
 }
 
 }  // namespace
 
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out) {
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   if (out.numel() == 0) return;
   if (a.size(2) == 0) {  // empty inner dim: the product is zero
-    fill(out, 0.0);
+    if (beta == 0.0) fill(out, 0.0);
+    else if (beta != 1.0) throw Error("cpu bmm: empty inner dim with beta other than 0 or 1");
     return;
   }
   DType dt = a.dtype();
@@ -61,11 +63,12 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out) {
   Tensor aa = a, bb = b;
   if (dt != work || !layout_of(a).ok) aa = dense_copy(a, work);
   if (dt != work || !layout_of(b).ok) bb = dense_copy(b, work);
-  Tensor oo = dt == work ? out : Tensor::empty(out.shape(), work, out.device());
+  Tensor oo = out.dtype() == work ? out : Tensor::empty(out.shape(), work, out.device());
+  if (beta != 0.0 && !oo.same(out)) copy(out, oo);
   if (work == DType::f32)
-    gemm_loop<float>(aa, bb, oo);
+    gemm_loop<float>(aa, bb, oo, beta);
   else
-    gemm_loop<double>(aa, bb, oo);
+    gemm_loop<double>(aa, bb, oo, beta);
   if (!oo.same(out)) copy(oo, out);
 }
 
