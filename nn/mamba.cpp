@@ -148,10 +148,10 @@ Tensor Mamba::forward(const Tensor& h) const {
   const int64_t di = cfg_.d_inner();
   Tensor xz = in_projection(h);
   std::vector<Tensor> parts = split(xz, {di, di}, 1);
-  // The conv keeps its input for backward. Handed the x half as a view, it
-  // kept all of xz (c·2Di bytes per token) alive next to the scan's own copy
-  // of z; a contiguous x (the copy the conv's kernel makes anyway) lets xz go.
-  Tensor x = conv(contiguous(parts[0]));
+  // x and z stay views of xz: the conv and the scan read (batch, channel)
+  // strides, and the scan keeps z (so xz) for its backward anyway, so a copy
+  // of x would only add c·Di bytes per token and a pass over them.
+  Tensor x = conv(parts[0]);
   Tensor z = parts[1];
   return out_projection(ssm(x, z));
 }
