@@ -298,3 +298,14 @@ TEST_CASE("data parallel: SIGTERM to one rank stops both at the same step, with 
   CHECK(c.trainer.step < 1000000);
   fs::remove_all(dir);
 }
+
+TEST_CASE("data parallel: one rank through the store backend equals the plain run, bit for bit") {
+  fs::path dir = dp_temp_dir();
+  run_single(write_config(dir, "plain.yaml", dir / "plain"));
+  // Forked so the distributed variables stay out of this process.
+  fs::path cfg = write_config(dir, "one.yaml", dir / "one", "dist: {backend: store, bucket_mb: 0.001, timeout_s: 60}\n");
+  pid_t r0 = spawn(cfg, 0, 1, dist::find_free_port());
+  REQUIRE(wait_code(r0) == 0);
+  CHECK(worst_weight_difference(dir / "plain", dir / "one") == 0.0);
+  fs::remove_all(dir);
+}

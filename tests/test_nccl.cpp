@@ -141,9 +141,12 @@ eval: {every: 0, batches: 1}
     REQUIRE(train::run_train(o) == 0);
   };
   run(write("plain", ""));
-  ::setenv("MASTER_PORT", std::to_string(dist::find_free_port()).c_str(), 1);
+  // World 1 with the NCCL backend named: the data-parallel path on one rank.
+  const char* vars[] = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+  const std::string vals[] = {"0", "0", "1", "1", "127.0.0.1", std::to_string(dist::find_free_port())};
+  for (int i = 0; i < 6; ++i) ::setenv(vars[i], vals[i].c_str(), 1);
   run(write("nccl", "dist: {backend: nccl, bucket_mb: 0.01, timeout_s: 60}\n"));
-  ::unsetenv("MASTER_PORT");
+  for (const char* v : vars) ::unsetenv(v);
   train::Checkpoint a = train::load_checkpoint(train::latest_checkpoint(dir / "plain"));
   train::Checkpoint b = train::load_checkpoint(train::latest_checkpoint(dir / "nccl"));
   double worst = 0;

@@ -463,6 +463,13 @@ int run_train(const TrainOptions& opt) {
     if (c.on_nan == "skip") {
       // Skipping needs the verdict before the update: one sync per step.
       double lv = mean_loss.item();
+      if (dp) {
+        // Every rank must take the same branch (a skipped step issues no
+        // collectives): a non-finite loss on any rank makes the sum non-finite.
+        float v = float(lv);
+        comm->all_reduce_sum(&v, 1);
+        lv = double(v) / double(world);
+      }
       if (!std::isfinite(lv) || !std::isfinite(optim::scalar_value(gnorm))) {
         spdlog::warn("step {}: loss {} is not finite; skipping the update", step + 1, lv);
         adamw.zero_grad();
