@@ -83,10 +83,12 @@ class NcclCommunicator final : public Communicator {
     if (comm_) {
       if (aborted_.load() || std::uncaught_exceptions() > 0) {
         if (!aborted_.exchange(true)) ncclCommAbort(comm_);
-      } else {
-        // A clean end: every collective was waited for by the caller.
-        cudaStreamSynchronize(comm_stream_);
+      } else if (comm_stream_drains()) {
         ncclCommDestroy(comm_);
+      } else {
+        std::fprintf(stderr, "NCCL: rank %d: collectives still running %g s after the end; aborting the communicator\n",
+                     rank_, secs(opts_.timeout));
+        ncclCommAbort(comm_);
       }
     }
     for (auto& p : inflight_)
@@ -159,6 +161,20 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // At the end: waits (bounded by the timeout) for the comm stream's work;
+  // false when it did not finish, so destroying could wait forever.
+  bool comm_stream_drains() {
+    cudaEvent_t ev = nullptr;
+    if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) return false;
+    cudaEventRecord(ev, comm_stream_);
+    const auto deadline = Clock::now() + opts_.timeout;
+    cudaError_t q;
+    while ((q = cudaEventQuery(ev)) == cudaErrorNotReady && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    cudaEventDestroy(ev);
+    return q == cudaSuccess;
+  }
+
   struct Inflight {
     std::string what;
     Clock::time_point start;

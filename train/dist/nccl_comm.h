@@ -23,8 +23,9 @@
 // error and ends the process with exit code 1, so the launcher sees it.
 //
 // Destruction: the watchdog stops first; then the communicator is destroyed
-// (ncclCommDestroy) after a clean run, or aborted when an error was seen or
-// an exception is unwinding (destroy could wait on peers that are gone).
+// (ncclCommDestroy) after a clean run whose collectives drained within the
+// timeout, or aborted when an error was seen, an exception is unwinding or
+// the drain timed out (destroy could wait on peers that are gone).
 #pragma once
 
 #include <chrono>
