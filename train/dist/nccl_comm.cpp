@@ -1,6 +1,54 @@
 #include "train/dist/nccl_comm.h"
 
+#include <cstdio>
+
 #include "core/error.h"
+
+namespace coil::dist {
+
+namespace {
+std::vector<uint8_t> get_or_explain(Store& s, const std::string& key, const std::string& explain) {
+  try {
+    return s.get(key);
+  } catch (const Error& e) {
+    fail("NCCL rendezvous: " + explain + " (" + e.what() + ")");
+  }
+}
+}  // namespace
+
+std::vector<uint8_t> exchange_unique_id(Store& store, const std::vector<uint8_t>& id) {
+  const int rank = store.rank(), world = store.world();
+  char wait[32];
+  std::snprintf(wait, sizeof wait, "%g s", double(store.options().timeout.count()) / 1000.0);
+  if (rank == 0) {
+    COIL_CHECK(!id.empty(), "exchange_unique_id: rank 0 has no id to publish");
+    store.set("nccl/id", id);
+    // Every rank reports in before anyone enters ncclCommInitRank, which
+    // would otherwise wait forever for a rank that never came.
+    for (int r = 1; r < world; ++r) {
+      try {
+        store.get("nccl/arrived/" + std::to_string(r));
+      } catch (const Error& e) {
+        std::string missing;
+        int n = 0;
+        for (int q = r; q < world; ++q)
+          if (!store.check("nccl/arrived/" + std::to_string(q))) missing += (n++ ? ", " : "") + std::to_string(q);
+        fail(std::string("NCCL rendezvous: ") + (n > 1 ? "ranks " : "rank ") + missing + " of " +
+             std::to_string(world) + " never arrived (rank 0 waited " + wait + " at " + store.where() + ")");
+      }
+    }
+    store.set("nccl/go", {1});
+    return id;
+  }
+  std::vector<uint8_t> v = get_or_explain(
+      store, "nccl/id", "rank " + std::to_string(rank) + " waited " + wait + " for the NCCL id from rank 0");
+  store.set("nccl/arrived/" + std::to_string(rank), {1});
+  get_or_explain(store, "nccl/go",
+                 "rank " + std::to_string(rank) + " waited " + wait + " for rank 0 to see every rank arrive");
+  return v;
+}
+
+}  // namespace coil::dist
 
 #ifndef COIL_WITH_NCCL
 
@@ -308,47 +356,26 @@ class NcclCommunicator final : public Communicator {
   std::thread watchdog_;
 };
 
-std::vector<uint8_t> get_or_explain(Store& s, const std::string& key, const std::string& explain) {
-  try {
-    return s.get(key);
-  } catch (const Error& e) {
-    fail("NCCL rendezvous: " + explain + " (" + e.what() + ")");
-  }
-}
-
 }  // namespace
 
 std::unique_ptr<Communicator> make_nccl_communicator(const launcher::WorkerEnv& env, const NcclOptions& opts) {
   COIL_CHECK(opts.device >= 0 && opts.device < cuda_device_count(), "NCCL: LOCAL_RANK ", opts.device,
              " has no GPU: ", cuda_device_count(), " CUDA devices are visible to rank ", env.rank);
   auto store = std::make_shared<Store>(store_options_from(env, opts.rendezvous_timeout));
-  const int rank = store->rank(), world = store->world();
-  const std::string wait = fmt_secs(secs(opts.rendezvous_timeout));
   ncclUniqueId id;
   std::memset(&id, 0, sizeof id);
-  if (rank == 0) {
+  std::vector<uint8_t> mine;
+  if (store->rank() == 0) {
     cuda_ctx::stream(opts.device);  // device current before NCCL looks at it
     ncclResult_t r = ncclGetUniqueId(&id);
     COIL_CHECK(r == ncclSuccess, "NCCL: ncclGetUniqueId failed on rank 0: ", ncclGetErrorString(r));
-    std::vector<uint8_t> v(sizeof id);
-    std::memcpy(v.data(), &id, sizeof id);
-    store->set("nccl/id", v);
-    // Every rank reports in before anyone enters ncclCommInitRank, which
-    // would otherwise wait forever for a rank that never came.
-    for (int r2 = 1; r2 < world; ++r2)
-      get_or_explain(*store, "nccl/arrived/" + std::to_string(r2),
-                     "rank " + std::to_string(r2) + " never arrived (rank 0 waited " + wait + ")");
-    store->set("nccl/go", {1});
-  } else {
-    std::vector<uint8_t> v = get_or_explain(
-        *store, "nccl/id", "rank " + std::to_string(rank) + " waited " + wait + " for the NCCL id from rank 0");
-    COIL_CHECK(v.size() == sizeof id, "NCCL rendezvous: the id from rank 0 has ", v.size(), " bytes, expected ",
-               sizeof id, " (a different NCCL or coil on rank 0?)");
-    std::memcpy(&id, v.data(), sizeof id);
-    store->set("nccl/arrived/" + std::to_string(rank), {1});
-    get_or_explain(*store, "nccl/go",
-                   "rank " + std::to_string(rank) + " waited " + wait + " for rank 0 to see every rank arrive");
+    mine.resize(sizeof id);
+    std::memcpy(mine.data(), &id, sizeof id);
   }
+  std::vector<uint8_t> v = exchange_unique_id(*store, mine);
+  COIL_CHECK(v.size() == sizeof id, "NCCL rendezvous: the id from rank 0 has ", v.size(), " bytes, expected ",
+             sizeof id, " (a different NCCL or coil on rank 0?)");
+  std::memcpy(&id, v.data(), sizeof id);
   return std::make_unique<NcclCommunicator>(std::move(store), opts, id);
 }
 

@@ -29,7 +29,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "train/dist/comm.h"
 
@@ -44,6 +46,13 @@ struct NcclOptions {
   std::chrono::milliseconds rendezvous_timeout{std::chrono::seconds(300)};  // store and id exchange
   std::chrono::milliseconds exit_grace{std::chrono::seconds(30)};           // after an abort
 };
+
+// The id exchange behind make_nccl_communicator (no NCCL involved, so it is
+// tested on the CPU): rank 0 publishes `id` (other ranks pass an empty
+// vector), every other rank fetches it and reports in, rank 0 waits for all
+// reports and then releases everyone. Returns rank 0's id. Timeouts (the
+// store's) name the ranks that never arrived, or rank 0 when it is missing.
+std::vector<uint8_t> exchange_unique_id(Store& store, const std::vector<uint8_t>& id);
 
 // Rendezvous through the store at env's MASTER_ADDR:MASTER_PORT, then
 // ncclCommInitRank. Throws coil::Error in a build without NCCL.
