@@ -39,6 +39,26 @@ void check_grad_matches(const Tensor& g, const Shape& shape, DType dtype, const 
 
 void install_grad_ops(const GradOps& ops) { g_ops = ops; }
 
+void register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor&)> hook) {
+  COIL_CHECK(leaf.defined() && leaf.is_leaf() && leaf.requires_grad(),
+             "register_post_accumulate_grad_hook: ", leaf.defined() ? leaf.desc() : std::string("undefined tensor"),
+             " is not a leaf that requires grad");
+  COIL_CHECK(hook, "register_post_accumulate_grad_hook: empty hook");
+  leaf.impl()->post_accumulate_grad_hooks.push_back(std::move(hook));
+}
+
+void clear_post_accumulate_grad_hooks(const Tensor& leaf) {
+  if (leaf.defined()) leaf.impl()->post_accumulate_grad_hooks.clear();
+}
+
+namespace {
+void run_post_accumulate_hooks(const std::shared_ptr<TensorImpl>& leaf) {
+  if (leaf->post_accumulate_grad_hooks.empty()) return;
+  Tensor t(leaf);
+  for (const auto& h : leaf->post_accumulate_grad_hooks) h(t);
+}
+}  // namespace
+
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_enabled()) return false;
   for (const Tensor& t : inputs)
@@ -99,14 +119,22 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
   for (size_t r = 0; r < roots.size(); ++r) {
     if (!roots[r].grad_fn()) {  // a leaf
       roots[r].set_grad(accumulate_leaf(roots[r].grad(), g0s[r]));
+      run_post_accumulate_hooks(roots[r].impl_ptr());
     } else {
       starts.push_back(static_cast<Node*>(roots[r].grad_fn().get()));
     }
   }
   if (starts.empty()) return;
 
-  // Count, for every node reachable from the root, how many edges lead to it.
+  // Count, for every node reachable from the root, how many edges lead to it;
+  // likewise for leaves with post-accumulate hooks, whose gradient is final
+  // once every edge into them has been processed.
   std::unordered_map<Node*, int> deps;
+  struct LeafPending {
+    int edges = 0;
+    bool reached = false;  // some edge delivered a gradient in this pass
+  };
+  std::unordered_map<TensorImpl*, LeafPending> hooked;
   {
     std::vector<Node*> stack = starts;
     std::unordered_set<Node*> seen(starts.begin(), starts.end());
@@ -114,7 +142,10 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       Node* n = stack.back();
       stack.pop_back();
       for (const Edge& e : n->next) {
-        if (!e.fn) continue;
+        if (!e.fn) {
+          if (auto leaf = e.leaf.lock(); leaf && !leaf->post_accumulate_grad_hooks.empty()) hooked[leaf.get()].edges++;
+          continue;
+        }
         deps[e.fn.get()]++;
         if (seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
       }
@@ -178,9 +209,16 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
           buf[e.input_nr] = accumulate(buf[e.input_nr], gins[i]);
         }
         if (--deps[e.fn.get()] == 0) ready.push(e.fn);
-      } else if (auto leaf = e.leaf.lock(); leaf && gins[i].defined()) {
-        check_grad_matches(gins[i], leaf->shape, leaf->dtype, node->name());
-        leaf->grad = accumulate_leaf(leaf->grad, std::move(gins[i]));
+      } else if (auto leaf = e.leaf.lock()) {
+        const bool got = gins[i].defined();
+        if (got) {
+          check_grad_matches(gins[i], leaf->shape, leaf->dtype, node->name());
+          leaf->grad = accumulate_leaf(leaf->grad, std::move(gins[i]));
+        }
+        if (auto it = hooked.find(leaf.get()); it != hooked.end()) {
+          it->second.reached |= got;
+          if (--it->second.edges == 0 && it->second.reached) run_post_accumulate_hooks(leaf);
+        }
       }
     }
   }

@@ -7,6 +7,7 @@
 // where they record their backward; core itself never calls them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <ostream>
@@ -144,6 +145,9 @@ struct TensorImpl {
   Tensor grad;
   std::shared_ptr<GradFn> grad_fn;
   uint32_t output_nr = 0;
+  // Leaves only: run by the backward engine once a backward pass has
+  // accumulated its last gradient into `grad` (autograd/engine.h).
+  std::vector<std::function<void(const Tensor&)>> post_accumulate_grad_hooks;
 };
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);

@@ -26,7 +26,8 @@ for b in "${bins[@]}"; do
   strip "$out/$b"
 done
 cp -r configs "$out/configs"
-cp scripts/gpu-check.sh "$out/"
+cp scripts/gpu-check.sh scripts/dp-check.sh scripts/nccl_busbw.py "$out/"
+cp -r datasets "$out/datasets"  # tiny shakespeare for dp-check.sh's runs
 skip='^(libc|libm|libdl|libpthread|librt|libresolv|ld-linux.*|libcuda|libstdc\+\+|libgcc_s|libcublas|libcublasLt|libnccl)\.so'
 for b in "${bins[@]}"; do
   ldd "$build/$b" | awk '/=> \//{print $1" "$3}' | while read -r name path; do

@@ -21,6 +21,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 rc=$?
 summary+=("gpu tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "$out/gpu-tests.log" | tr -s ' ' | paste -sd ' ')")
 
+# NCCL on one GPU (world 1); kept out of compute-sanitizer below.
+./coil_tests -tc='*nccl*' >"$out/nccl-tests.log" 2>&1
+rc=$?
+summary+=("nccl tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "$out/nccl-tests.log" | tr -s ' ' | paste -sd ' ')")
+
 ./coil_tests >"$out/all-tests.log" 2>&1
 rc=$?
 summary+=("all tests: rc=$rc  $(grep -E '^\[doctest\] test cases' "$out/all-tests.log" | tr -s ' ')")

@@ -1,5 +1,7 @@
 // autograd/: the engine's contract (ordering, accumulation, retain_graph,
 // NoGradGuard, detach) and an end-to-end fit with plain SGD.
+#include <algorithm>
+
 #include "helpers.h"
 #include "ops/common.h"
 
@@ -140,4 +142,48 @@ TEST_CASE("autograd: several roots in one backward") {
   auto a = run(true), b = run(false);
   for (size_t i = 0; i < a.size(); ++i)
     for (size_t k = 0; k < a[i].size(); ++k) CHECK(a[i][k] == doctest::Approx(b[i][k]).epsilon(1e-12));
+}
+
+TEST_CASE("autograd: post-accumulate grad hooks fire once per leaf per backward, after accumulation") {
+  Tensor w = Tensor::from_vector({1.0, 2.0}, {2}, DType::f64), u = Tensor::from_vector({3.0}, {1}, DType::f64);
+  w.set_requires_grad(true);
+  u.set_requires_grad(true);
+  Tensor unused = Tensor::from_vector({1.0}, {1}, DType::f64);
+  unused.set_requires_grad(true);
+  std::vector<std::string> order;
+  std::vector<std::vector<double>> seen;
+  register_post_accumulate_grad_hook(w, [&](const Tensor& t) {
+    order.push_back("w");
+    seen.push_back(t.grad().to_vector());
+  });
+  register_post_accumulate_grad_hook(u, [&](const Tensor& t) { order.push_back("u"); });
+  int unused_calls = 0;
+  register_post_accumulate_grad_hook(unused, [&](const Tensor&) { ++unused_calls; });
+  // w reaches the loss through three edges (w*w uses it twice, then w*u):
+  // its hook must run once, after all of them were summed.
+  auto loss = [&] { return sum(w * w + w * u); };  // d/dw = 2w + u
+  backward(loss());
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0] == std::vector<double>{5, 7});
+  CHECK(std::count(order.begin(), order.end(), "u") == 1);
+  // A second pass (gradient accumulation): the hook sees the running sum.
+  backward(loss());
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1] == std::vector<double>{10, 14});
+  CHECK(order.size() == 4);
+  CHECK(unused_calls == 0);  // never reached by either pass
+  // A leaf that is itself the root.
+  Tensor s = Tensor::from_vector({1.0}, {1}, DType::f64);
+  s.set_requires_grad(true);
+  int root_calls = 0;
+  register_post_accumulate_grad_hook(s, [&](const Tensor& t) { root_calls += t.grad().item() == 1.0; });
+  backward(s);
+  CHECK(root_calls == 1);
+  clear_post_accumulate_grad_hooks(w);
+  backward(loss());
+  CHECK(seen.size() == 2);
+  // Only leaves that require grad take hooks.
+  Tensor y = w * 2.0;
+  CHECK_THROWS_WITH_AS(register_post_accumulate_grad_hook(y, [](const Tensor&) {}),
+                       doctest::Contains("is not a leaf"), Error);
 }

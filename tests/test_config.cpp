@@ -75,3 +75,27 @@ TEST_CASE("config: --set overrides and the resolved YAML round trip") {
   CHECK(d.model.dt_rank == 0);
   CHECK(d.schedule.max_steps == 1000);
 }
+
+TEST_CASE("config: dist section") {
+  Config d = parse_config(kGood, "good.yaml");
+  CHECK(d.dist.backend == "auto");
+  CHECK(d.dist.bucket_mb == doctest::Approx(25));
+  CHECK(d.dist.timeout_s == doctest::Approx(600));
+  CHECK(!d.dist.log_all_ranks);
+  Config c = parse_config(std::string(kGood) + "dist:\n  backend: nccl\n  bucket_mb: 0.5\n  timeout_s: 30\n", "d.yaml");
+  CHECK(c.dist.backend == "nccl");
+  CHECK(c.dist.bucket_mb == doctest::Approx(0.5));
+  CHECK(parse_config(to_yaml(c), "round trip").dist.timeout_s == doctest::Approx(30));
+  auto err = [](const std::string& text) {
+    try {
+      parse_config(text, "cfg.yaml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(err("dist:\n  backend: mpi\n") == "cfg.yaml:2: dist.backend: 'mpi' is not one of: auto, nccl, store, gloo");
+  CHECK(err("dist:\n  bucket_mb: 0\n").find("cfg.yaml:2: dist.bucket_mb: value 0 is out of range") == 0);
+  CHECK(err("dist:\n  timeout_s: -1\n").find("cfg.yaml:2: dist.timeout_s: value -1 is out of range") == 0);
+  CHECK(err("dist:\n  bucket_size: 3\n").find("cfg.yaml:2: dist.bucket_size: unknown key") == 0);
+}

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -19,6 +20,7 @@
 #include "train/dist/store.h"
 #ifdef COIL_WITH_GLOO
 #include "train/dist/gloo_comm.h"
+#include "train/dist/nccl_comm.h"
 #endif
 
 using namespace coil;
@@ -213,4 +215,56 @@ TEST_CASE("dist: no master gives 'cannot reach'") {
           "rendezvous: rank 1 cannot reach 127.0.0.1:" + std::to_string(o.port) + " after 0.5s");
   }
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+}
+
+TEST_CASE("dist: the NCCL id exchange names the rank that never arrived") {
+  auto opts = [](int port, int rank, int world) {
+    StoreOptions o;
+    o.port = port;
+    o.rank = rank;
+    o.world = world;
+    o.timeout = std::chrono::seconds(1);
+    return o;
+  };
+  const std::vector<uint8_t> id = {7, 1, 2, 3};
+  SUBCASE("everyone arrives") {
+    const int port = find_free_port();
+    Store s0(opts(port, 0, 2)), s1(opts(port, 1, 2));
+    std::vector<uint8_t> got1;
+    std::thread t([&] { got1 = exchange_unique_id(s1, {}); });
+    CHECK(exchange_unique_id(s0, id) == id);
+    t.join();
+    CHECK(got1 == id);
+  }
+  SUBCASE("rank 2 of 3 never comes") {
+    const int port = find_free_port();
+    Store s0(opts(port, 0, 3)), s1(opts(port, 1, 3));
+    std::string e0, e1;
+    std::thread t([&] {
+      try {
+        exchange_unique_id(s1, {});
+      } catch (const Error& e) {
+        e1 = e.what();
+      }
+    });
+    try {
+      exchange_unique_id(s0, id);
+    } catch (const Error& e) {
+      e0 = e.what();
+    }
+    t.join();
+    CHECK(e0 == "NCCL rendezvous: rank 2 of 3 never arrived (rank 0 waited 1 s at 127.0.0.1:" + std::to_string(port) +
+                    ")");
+    CHECK(e1.find("NCCL rendezvous: rank 1 waited 1 s for rank 0 to see every rank arrive") == 0);
+  }
+  SUBCASE("rank 0 never comes") {
+    const int port = find_free_port();
+    Store s0(opts(port, 0, 2)), s1(opts(port, 1, 2));  // rank 0's store serves, but rank 0 never publishes
+    try {
+      exchange_unique_id(s1, {});
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("NCCL rendezvous: rank 1 waited 1 s for the NCCL id from rank 0") == 0);
+    }
+  }
 }

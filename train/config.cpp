@@ -288,6 +288,13 @@ void bind(Reader& r, Config& c) {
   k.field("keep_last", c.checkpoint.keep_last, 1, 1e6);
   k.finish();
 
+  Reader ds = r.section("dist");
+  ds.choice("backend", c.dist.backend, {"auto", "nccl", "store", "gloo"});
+  ds.field("bucket_mb", c.dist.bucket_mb, 1e-6, 1 << 16);
+  ds.field("timeout_s", c.dist.timeout_s, 1e-3, 1e7);
+  ds.field("log_all_ranks", c.dist.log_all_ranks);
+  ds.finish();
+
   r.finish();
 }
 
@@ -397,6 +404,10 @@ std::string to_yaml(const Config& c) {
   sec("log", [&] { kv("every", c.log.every), kv("progress", c.log.progress); });
   sec("eval", [&] { kv("every", c.eval.every), kv("batches", c.eval.batches), kv("batch_size", c.eval.batch_size); });
   sec("checkpoint", [&] { kv("every", c.checkpoint.every), kv("keep_last", c.checkpoint.keep_last); });
+  sec("dist", [&] {
+    kv("backend", c.dist.backend), kv("bucket_mb", c.dist.bucket_mb), kv("timeout_s", c.dist.timeout_s);
+    kv("log_all_ranks", c.dist.log_all_ranks);
+  });
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }

@@ -85,6 +85,17 @@ struct CheckpointConfig {
   int64_t keep_last = 3;  // step files kept in run_dir/checkpoints
 };
 
+// Data parallel (only read when WORLD_SIZE > 1, or backend is set explicitly).
+struct DistConfig {
+  // auto: nccl on CUDA, store (coil's rank-order CPU all-reduce) on the CPU;
+  // gloo: Gloo's CPU all-reduce (when built with it); nccl or store with
+  // WORLD_SIZE 1 runs the data-parallel path on one rank (tests, checks).
+  std::string backend = "auto";  // auto | nccl | store | gloo
+  double bucket_mb = 25;         // gradient all-reduce bucket size, MiB
+  double timeout_s = 600;        // one collective (NCCL) / one rendezvous wait
+  bool log_all_ranks = false;    // false: only rank 0 prints progress and info logs
+};
+
 struct Config {
   std::string run_dir = "runs/default";
   uint64_t seed = 0;
@@ -99,6 +110,7 @@ struct Config {
   LogConfig log;
   EvalConfig eval;
   CheckpointConfig checkpoint;
+  DistConfig dist;
 
   std::string source;  // the file it came from, for messages
 };

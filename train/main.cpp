@@ -13,6 +13,7 @@
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/bench.h"
+#include "train/bench_allreduce.h"
 #include "train/convert.h"
 #include "train/generate.h"
 #include "train/eval.h"
@@ -73,8 +74,9 @@ int main(int argc, char** argv) {
 
   train::BenchOptions bopt;
   std::vector<std::string> what;
-  auto* be = app.add_subcommand(
-      "bench", "GPU benchmarks: copy, gemm, norm, conv, scan, embedding, all; step --config X; generate");
+  auto* be = app.add_subcommand("bench",
+                                "GPU benchmarks: copy, gemm, norm, conv, scan, embedding, all; step --config X; "
+                                "generate; allreduce (under coil-run)");
   be->add_option("what", what, "what to measure")->required();
   be->add_option("--device", bopt.device, "CUDA device index");
   be->add_option("--iters", bopt.iters, "timed runs per shape");
@@ -129,6 +131,12 @@ int main(int argc, char** argv) {
   try {
     if (*tr) return train::run_train(topt);
     if (*pr) return run_prepare(texts, tokenizer, out, val_fraction);
+    if (*be && what == std::vector<std::string>{"allreduce"}) {
+      // NCCL bandwidth under coil-run (train/bench_allreduce.h).
+      train::AllreduceBenchOptions ao;
+      if (be->count("--iters")) ao.iters = bopt.iters;
+      return train::run_bench_allreduce(ao);
+    }
     if (*be) return train::run_bench(what, bopt);
     if (*cv) return train::run_convert(copt);
     if (*ge) return train::run_generate(gopt);

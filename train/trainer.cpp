@@ -27,6 +27,9 @@
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/dist/comm.h"
+#include "train/dist/gloo_comm.h"
+#include "train/dist/grad_buckets.h"
+#include "train/dist/nccl_comm.h"
 #include "train/launcher/env.h"
 #include "train/eval.h"
 #include "train/metrics.h"
@@ -202,31 +205,65 @@ Score evaluate(const Config& c, const Data& d, const nn::MambaLM& model, Device 
   return s;
 }
 
-// Data parallelism: every parameter gradient becomes the mean over ranks
-// (f32, summed in rank order by the communicator, so identical on every rank).
-// A parameter no backward reached takes part with zeros.
-void all_reduce_mean_grads(const std::vector<Tensor>& params, dist::Communicator& comm) {
-  std::vector<float> buf;
-  for (const Tensor& p : params) {
-    if (!p.grad().defined()) {
-      buf.insert(buf.end(), size_t(p.numel()), 0.0f);
-      continue;
-    }
-    COIL_CHECK(p.grad().is_cpu(), "data parallel: gradients must be on the CPU for the CPU communicator");
-    for (double v : p.grad().to_vector()) buf.push_back(float(v));
+// The communicator dist.backend asks for (auto: NCCL on CUDA, coil's
+// rank-order store all-reduce on the CPU).
+std::unique_ptr<dist::Communicator> make_communicator(const Config& c, const launcher::WorkerEnv& env, Device dev) {
+  const std::string be = c.dist.backend == "auto" ? (dev.is_cuda() ? "nccl" : "store") : c.dist.backend;
+  const auto timeout = std::chrono::milliseconds(int64_t(c.dist.timeout_s * 1000));
+  if (be == "nccl") {
+    if (!dev.is_cuda()) fail(c.source + ": dist.backend: nccl needs a CUDA device, the run is on " + dev.str());
+    dist::NcclOptions o;
+    o.device = dev.index;
+    o.timeout = timeout;
+    o.rendezvous_timeout = timeout;
+    return dist::make_nccl_communicator(env, o);
   }
-  comm.all_reduce_sum(buf.data(), buf.size());
-  const float inv = 1.0f / float(comm.world());
-  size_t off = 0;
-  for (const Tensor& p : params) {
-    const size_t n = size_t(p.numel());
-    std::vector<double> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = double(buf[off + i] * inv);
-    off += n;
-    DType dt = p.grad().defined() ? p.grad().dtype() : p.dtype();
-    p.set_grad(Tensor::from_vector(v, p.shape(), dt, p.device()));
+  if (!dev.is_cpu())
+    fail(c.source + ": dist.backend: " + be + " is a CPU backend, the run is on " + dev.str() + " (use nccl or auto)");
+  if (be == "gloo") {
+#ifdef COIL_WITH_GLOO
+    return dist::make_gloo_communicator(env, timeout);
+#else
+    fail(c.source + ": dist.backend: gloo: this build of coil has no Gloo (use store or auto)");
+#endif
   }
+  return dist::make_cpu_communicator(env, timeout);
 }
+
+// Rows one loader step hands out over all ranks (the micro-batch times the
+// world size) for a config and world size.
+int64_t loader_rows(const Config& c, int world) {
+  const int64_t rank_batch = c.batch.sequences_per_step / world;
+  return (c.batch.micro_batch > 0 ? c.batch.micro_batch : rank_batch) * world;
+}
+
+// Resuming with another world size (or micro-batch): the loader cursor counts
+// loader steps of the old run's global micro-batch; the same data position in
+// sequences is old.step * old_rows, which this run reaches after
+// old.step * old_rows / new_rows of its own steps. Sequential token windows
+// keep their global position and epoch, so the data continues exactly; the
+// random mode draws its windows from (step, row) and so continues with a
+// fresh, equally uniform stream.
+data::Cursor translate_cursor(data::Cursor cur, int64_t old_rows, int64_t new_rows, const std::string& where) {
+  if (old_rows == new_rows) return cur;
+  const int64_t seqs = cur.step * old_rows;
+  if (seqs % new_rows != 0)
+    fail(where + ": the checkpoint's data position (" + std::to_string(seqs) +
+         " sequences) is not a whole number of this run's loader steps of " + std::to_string(new_rows) +
+         " sequences (micro-batch x world size); choose batch.micro_batch so it divides");
+  cur.step = seqs / new_rows;
+  return cur;
+}
+
+// Non-zero ranks log warnings and errors only (unless dist.log_all_ranks);
+// the previous level comes back when the run ends.
+struct RankLogLevel {
+  spdlog::level::level_enum old = spdlog::get_level();
+  explicit RankLogLevel(bool quiet) {
+    if (quiet) spdlog::set_level(spdlog::level::warn);
+  }
+  ~RankLogLevel() { spdlog::set_level(old); }
+};
 
 double measured_gemm_tflops(Device dev) {
   if (!dev.is_cuda()) return 0;
@@ -251,8 +288,18 @@ int run_train(const TrainOptions& opt) {
   Device dev = resolve_device(c.device);
   const launcher::WorkerEnv wenv = launcher::worker_env_from_environment();
   const int world = wenv.world_size, rank = wenv.rank;
-  const bool dp = world > 1;  // world == 1 takes none of the data-parallel paths
+  // World 1 takes none of the data-parallel paths unless a backend is named
+  // (a 1-rank NCCL run checks the communicator against the plain step).
+  const bool dp = world > 1 || c.dist.backend != "auto";
   const bool writer = rank == 0;
+  // One process per GPU: rank r of a node drives cuda:LOCAL_RANK.
+  if (dp && dev.is_cuda() && world > 1) {
+    if (wenv.local_rank >= cuda_device_count())
+      fail("LOCAL_RANK " + std::to_string(wenv.local_rank) + " has no GPU: " + std::to_string(cuda_device_count()) +
+           " CUDA devices are visible (set --nproc-per-node to at most that)");
+    dev = Device::cuda(wenv.local_rank);
+  }
+  RankLogLevel rank_log(!writer && !c.dist.log_all_ranks);
   const int64_t global_batch = c.batch.sequences_per_step;
   if (dp && global_batch % world != 0)
     fail(c.source + ": batch.sequences_per_step: " + std::to_string(global_batch) +
@@ -266,7 +313,7 @@ int run_train(const TrainOptions& opt) {
   const int64_t accum = rank_batch / micro;
   const int64_t eval_batch = c.eval.batch_size > 0 ? c.eval.batch_size : micro;
 
-  std::printf("# resolved config (%s)\n%s", c.source.c_str(), to_yaml(c).c_str());
+  if (writer || c.dist.log_all_ranks) std::printf("# resolved config (%s)\n%s", c.source.c_str(), to_yaml(c).c_str());
   nn::MambaConfig mc = mamba_config_from(c);
   nn::MemoryEstimate mem = nn::estimate_training_memory(mc, micro * c.data.seq_len);
   spdlog::info("model: {} parameters ({} layers x d_model {}, vocab {} padded to {}), device {}",
@@ -277,11 +324,9 @@ int run_train(const TrainOptions& opt) {
   if (opt.dry_run) return 0;  // no data is read: the config and the model are what a dry run checks
   std::unique_ptr<dist::Communicator> comm;
   if (dp) {
-    if (dev.is_cuda())
-      fail("data parallel on CUDA needs the NCCL communicator (not built yet); world size is " +
-           std::to_string(world) + " (use device: cpu, or a single process)");
-    comm = dist::make_cpu_communicator(wenv, std::chrono::seconds(300));
-    spdlog::info("data parallel: rank {} of {}, {} sequences per rank per step", rank, world, rank_batch);
+    comm = make_communicator(c, wenv, dev);
+    spdlog::info("data parallel ({}): rank {} of {} on {}, {} sequences per rank per step", comm->backend(), rank,
+                 world, dev.str(), rank_batch);
   }
   Data data = make_data(c, micro, rank, world);
 
@@ -298,8 +343,9 @@ int run_train(const TrainOptions& opt) {
   std::optional<Checkpoint> ck;
   if (!resume_from.empty()) {
     ck = load_checkpoint(resume_from);
-    COIL_CHECK(ck->trainer.world_size == world, resume_from.string(), ": trainer.world_size is ",
-               ck->trainer.world_size, ", this run has ", world);
+    if (ck->trainer.world_size != world)
+      spdlog::info("{}: saved by {} ranks, resuming on {}: same global step and data position", resume_from.string(),
+                   ck->trainer.world_size, world);
     if (writer) trim_metrics(fs::path(c.run_dir) / "metrics.jsonl", ck->trainer.step);
   }
   const std::string config_yaml = to_yaml(c);
@@ -336,11 +382,19 @@ int run_train(const TrainOptions& opt) {
   if (dp) {
     // Same seed gives the same weights; broadcast from rank 0 anyway.
     NoGradGuard ng;
-    for (Tensor& p : params) {
-      COIL_CHECK(p.is_cpu() && p.is_contiguous(), "data parallel: parameter ", p.desc(),
-                 " must be a contiguous CPU tensor");
-      comm->broadcast(p.data_ptr(), p.nbytes(), 0);
+    for (size_t i = 0; i < params.size(); ++i) {
+      COIL_CHECK(params[i].is_contiguous(), "data parallel: parameter ", params[i].desc(), " must be contiguous");
+      comm->broadcast_tensor(params[i], 0, "broadcast of parameter " + std::to_string(i));
     }
+    comm->wait_pending();
+  }
+  // Gradients are averaged over ranks in buckets during the last
+  // micro-batch's backward (train/dist/grad_buckets.h). Declared after the
+  // communicator and the model, so it goes first.
+  std::optional<dist::GradBuckets> buckets;
+  if (dp) {
+    buckets.emplace(params, *comm, size_t(std::max(1.0, c.dist.bucket_mb * double(1 << 20))));
+    spdlog::info("gradient all-reduce: {} buckets of up to {} MiB", buckets->bucket_count(), c.dist.bucket_mb);
   }
   int64_t start_step = 0;
   if (ck) {
@@ -351,7 +405,14 @@ int run_train(const TrainOptions& opt) {
     } catch (const Error& e) {
       fail(resume_from.string() + ": optim: " + e.what());
     }
-    data.train->set_cursor(ck->trainer.cursor);
+    if (ck->trainer.world_size == world && !dp) {
+      data.train->set_cursor(ck->trainer.cursor);
+    } else {
+      // The old run's loader geometry comes from its saved config.
+      const Config old = parse_config(ck->config_yaml, resume_from.string() + " (saved config)");
+      data.train->set_cursor(translate_cursor(ck->trainer.cursor, loader_rows(old, ck->trainer.world_size),
+                                              loader_rows(c, world), resume_from.string()));
+    }
     default_generator() = Generator{ck->trainer.generator_seed, ck->trainer.generator_offset};
     start_step = ck->trainer.step;
     spdlog::info("resumed from {} at step {} ({} tokens seen)", resume_from.string(), start_step,
@@ -361,7 +422,9 @@ int run_train(const TrainOptions& opt) {
   const double flops_per_token = nn::flops_per_token(mc).total;
   const double peak_tflops = measured_gemm_tflops(dev);
 
-  Progress progress(c.schedule.max_steps, c.log.progress && writer && isatty(2));
+  // Only rank 0 shows progress (others would print the same line).
+  const bool show_progress = c.log.progress && (writer || c.dist.log_all_ranks);
+  Progress progress(c.schedule.max_steps, show_progress && isatty(2));
   const int64_t tokens_per_step = global_batch * c.data.seq_len;
   Tensor loss_acc;  // sum of step losses since the last log, on the device
   int64_t steps_since_log = 0, skipped = 0;
@@ -386,17 +449,27 @@ int run_train(const TrainOptions& opt) {
     for (int64_t m = 0; m < accum; ++m) {
       data::Batch b = data.train->next();
       Tensor loss = model.loss(b.inputs.to(dev), b.targets.to(dev));
+      if (buckets && m == accum - 1) buckets->arm();  // only the last micro-batch all-reduces
       backward(accum > 1 ? loss * (1.0 / double(accum)) : loss);
       NoGradGuard ng;
       Tensor l = loss.detach();
       step_loss = step_loss.defined() ? step_loss + l : l;
     }
     Tensor mean_loss = accum > 1 ? step_loss * (1.0 / double(accum)) : step_loss;
-    if (dp) all_reduce_mean_grads(params, *comm);  // before clipping
+    // Before clipping. Every rank then holds the same averaged gradients, so
+    // the grad norm below is already the global one.
+    if (buckets) buckets->finish();
     Tensor gnorm = optim::clip_grad_norm(params, c.optim.grad_clip > 0 ? c.optim.grad_clip : INFINITY);
     if (c.on_nan == "skip") {
       // Skipping needs the verdict before the update: one sync per step.
       double lv = mean_loss.item();
+      if (dp) {
+        // Every rank must take the same branch (a skipped step issues no
+        // collectives): a non-finite loss on any rank makes the sum non-finite.
+        float v = float(lv);
+        comm->all_reduce_sum(&v, 1);
+        lv = double(v) / double(world);
+      }
       if (!std::isfinite(lv) || !std::isfinite(optim::scalar_value(gnorm))) {
         spdlog::warn("step {}: loss {} is not finite; skipping the update", step + 1, lv);
         adamw.zero_grad();
@@ -415,12 +488,20 @@ int run_train(const TrainOptions& opt) {
 
     const int64_t done = step + 1;
     const bool last = done == c.schedule.max_steps;
+    const bool ckpt_step = last || (c.checkpoint.every > 0 && done % c.checkpoint.every == 0);
+    // A stop signal may reach one rank only: ranks vote at agreed points
+    // (log and checkpoint steps), so all stop at the same step instead of
+    // one waiting in a barrier the others never reach.
+    float stop_votes = g_stop_requested.load() ? 1.0f : 0.0f;
+    bool voted = !dp;
     if (done % c.log.every == 0 || last) {
       double avg = loss_acc.item() / double(steps_since_log);  // the one sync per interval
       if (dp) {
-        float a = float(avg);
-        comm->all_reduce_sum(&a, 1);
-        avg = double(a) / double(world);
+        float v[2] = {float(avg), stop_votes};  // the mean loss over ranks, and the vote
+        comm->all_reduce_sum(v, 2);
+        avg = double(v[0]) / double(world);
+        stop_votes = v[1];
+        voted = true;
       }
       if (!std::isfinite(avg))
         fail("training diverged: the loss is " + std::to_string(avg) + " between steps " +
@@ -442,7 +523,7 @@ int run_train(const TrainOptions& opt) {
         text += " | MFU " + std::to_string(mfu * 100).substr(0, 4) + "%";
       }
       write_metrics(row);
-      progress.update(done, text);
+      if (show_progress) progress.update(done, text);
       loss_acc = Tensor();
       steps_since_log = 0;
       t_log = Clock::now();
@@ -467,9 +548,15 @@ int run_train(const TrainOptions& opt) {
       final_score = s;
       t_log = Clock::now();  // evaluation time stays out of tokens/s
     }
-    const bool signalled = g_stop_requested.load();
+    if (!voted && ckpt_step) {
+      comm->all_reduce_sum(&stop_votes, 1);
+      voted = true;
+    }
+    const bool signalled = voted && stop_votes > 0;
+    if (signalled && dp && !g_stop_requested.load())
+      spdlog::warn("step {}: another rank was asked to stop; stopping with it", done);
     const bool stop = signalled || (opt.stop_after > 0 && done - start_step >= opt.stop_after);
-    if (last || stop || (c.checkpoint.every > 0 && done % c.checkpoint.every == 0)) {
+    if (ckpt_step || stop) {
       fs::path p;
       if (dp) comm->barrier();  // every rank has finished the step
       if (writer) p = save(done);

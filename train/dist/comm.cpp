@@ -62,6 +62,30 @@ void StoreCommunicator::barrier() {
   store_->barrier("coll/" + std::to_string(seq));
 }
 
+namespace {
+void check_host_tensor(const Tensor& t, const char* backend, const std::string& what) {
+  COIL_CHECK(t.defined() && t.is_cpu() && t.is_contiguous() && t.dtype() == DType::f32, what, ": the ", backend,
+             " communicator takes contiguous f32 CPU tensors, got ", t.defined() ? t.desc() : std::string("none"));
+}
+}  // namespace
+
+void Communicator::all_reduce(const Tensor& t, ReduceOp op, const std::string& what) {
+  check_host_tensor(t, backend(), what);
+  float* p = t.data<float>();
+  const size_t n = size_t(t.numel());
+  all_reduce_sum(p, n);
+  if (op == ReduceOp::avg) {
+    const float inv = 1.0f / float(world());
+    for (size_t i = 0; i < n; ++i) p[i] *= inv;
+  }
+}
+
+void Communicator::broadcast_tensor(const Tensor& t, int root, const std::string& what) {
+  COIL_CHECK(t.defined() && t.is_cpu() && t.is_contiguous(), what, ": the ", backend(),
+             " communicator takes contiguous CPU tensors, got ", t.defined() ? t.desc() : std::string("none"));
+  broadcast(t.data_ptr(), t.nbytes(), root);
+}
+
 std::unique_ptr<Communicator> make_cpu_communicator(const launcher::WorkerEnv& env,
                                                     std::chrono::milliseconds timeout) {
   auto store = std::make_shared<Store>(store_options_from(env, timeout));

@@ -12,21 +12,39 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/tensor.h"
 #include "train/dist/store.h"
 #include "train/launcher/env.h"
 
 namespace coil::dist {
+
+enum class ReduceOp { sum, avg };  // avg = sum / world
 
 class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world() const = 0;
-  // In place: data[i] = sum over ranks of data[i], summed in rank order.
+  virtual const char* backend() const = 0;
+  // ---- host buffers (blocking) ----
+  // In place: data[i] = sum over ranks of data[i] (StoreCommunicator: summed
+  // in rank order).
   virtual void all_reduce_sum(float* data, size_t n) = 0;
   // In place: every rank gets root's bytes.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+
+  // ---- tensors (contiguous; on the backend's device) ----
+  // CPU backends (these defaults) take f32 CPU tensors and run at once.
+  // NcclCommunicator takes CUDA f32/bf16 tensors and only enqueues: the
+  // collective runs on its own stream after the work already queued on the
+  // device's compute stream; wait_pending() orders later compute-stream work
+  // after every collective issued so far. `what` names the operation in
+  // errors ("all_reduce of bucket 3 (25.0 MiB)"). Every rank must issue the
+  // same collectives in the same order.
+  virtual void all_reduce(const Tensor& t, ReduceOp op, const std::string& what);
+  virtual void broadcast_tensor(const Tensor& t, int root, const std::string& what);
+  virtual void wait_pending() {}
 };
 
 class StoreCommunicator final : public Communicator {
@@ -34,6 +52,7 @@ class StoreCommunicator final : public Communicator {
   explicit StoreCommunicator(std::shared_ptr<Store> store);
   int rank() const override { return store_->rank(); }
   int world() const override { return store_->world(); }
+  const char* backend() const override { return "store"; }
   void all_reduce_sum(float* data, size_t n) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;

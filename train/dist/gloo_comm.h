@@ -17,6 +17,7 @@ class GlooCommunicator final : public Communicator {
   ~GlooCommunicator() override;
   int rank() const override;
   int world() const override;
+  const char* backend() const override { return "gloo"; }
   void all_reduce_sum(float* data, size_t n) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
