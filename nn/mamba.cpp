@@ -99,7 +99,7 @@ Tensor Mamba::conv(const Tensor& x) const { return conv1d->forward(x, /*silu=*/t
 
 Tensor Mamba::A() const { return neg(exp(scan_param(A_log))); }
 
-Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
+Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x, bool keep_delta_low_rank) const {
   const DType c = cfg_.compute_dtype;
   const int64_t b = x.size(0), di = x.size(1), l = x.size(2), n = cfg_.d_state, r = cfg_.resolved_dt_rank();
   SsmInputs p;
@@ -120,7 +120,12 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
   if (cfg_.selective_delta) {
     // dt_proj.weight (Di, R) @ dt (B, R, L) -> (B, Di, L), contiguous; the
     // bias is added inside the scan (delta_bias, with the softplus).
-    p.delta = project(to_dtype(dt_proj->weight, c), parts[next++]);
+    if (keep_delta_low_rank && l > 1) {
+      p.dt = parts[next++];
+      p.dt_weight = to_dtype(dt_proj->weight, c);
+    } else {
+      p.delta = project(to_dtype(dt_proj->weight, c), parts[next++]);
+    }
     p.delta_bias = scan_param(dt_proj->bias);
   } else {
     p.delta = expand(zeros({1, 1, 1}, c, x.device()), {b, di, l});
@@ -136,7 +141,9 @@ Mamba::SsmInputs Mamba::ssm_inputs(const Tensor& x) const {
 }
 
 Tensor Mamba::ssm(const Tensor& x, const Tensor& z) const {
-  SsmInputs p = ssm_inputs(x);
+  SsmInputs p = ssm_inputs(x, /*keep_delta_low_rank=*/true);
+  if (p.dt.defined())  // delta = dt_proj.weight @ dt, recomputed in the scan's backward
+    return selective_scan_dt_proj(x, p.dt, p.dt_weight, A(), p.B, p.C, scan_param(D), z, p.delta_bias, true).out;
   return selective_scan(x, p.delta, A(), p.B, p.C, scan_param(D), z, p.delta_bias, /*delta_softplus=*/true).out;
 }
 

@@ -61,12 +61,16 @@ class Mamba : public Module {
   // ---- the steps of forward ----
   struct SsmInputs {
     Tensor delta;       // (B, Di, L), before bias and softplus
+    Tensor dt, dt_weight;  // or its factors, delta = dt_weight (Di, R) @ dt (B, R, L)
     Tensor B, C;        // (B, N, L) selective, or (Di, N) parameters
     Tensor delta_bias;  // (Di)
   };
   Tensor in_projection(const Tensor& h) const;  // (B, L, d_model) -> (B, 2*Di, L)
   Tensor conv(const Tensor& x) const;           // silu(causal_conv1d(x)), (B, Di, L)
-  SsmInputs ssm_inputs(const Tensor& x) const;  // from the conv output
+  // From the conv output. keep_delta_low_rank: for a sequence (L > 1) with a
+  // selective delta, return dt and dt_weight instead of delta (the training
+  // path's scan recomputes delta in its backward).
+  SsmInputs ssm_inputs(const Tensor& x, bool keep_delta_low_rank = false) const;
   Tensor A() const;                             // -exp(A_log), (Di, N), f32 (f64 params: f64)
   Tensor ssm(const Tensor& x, const Tensor& z) const;   // the gated selective scan, (B, Di, L)
   Tensor out_projection(const Tensor& y) const;          // (B, Di, L) -> (B, L, d_model)

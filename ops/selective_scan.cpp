@@ -3,6 +3,8 @@
 #include "core/cuda_context.h"
 #include "ops/common.h"
 #include "ops/cpu/selective_scan.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/selective_scan.h"
@@ -93,11 +95,34 @@ cuda::ScanParams cuda_params(const CudaInputs& in, bool softplus) {
 }
 #endif
 
-}  // namespace
+// delta as weight (D, R) @ dt (B, R, L) (Mamba's dt_proj): the op keeps the
+// small factors instead of delta and recomputes delta in the backward.
+struct LowRankDelta {
+  Tensor weight, dt;
+};
+Tensor make_delta(const LowRankDelta& lr) {
+  NoGradGuard ng;
+  return matmul(lr.weight.detach(), lr.dt.detach());
+}
+// The factors' gradients from delta's: res[1] (ddelta) becomes d(dt) and
+// d(weight) is appended (inputs: u, dt, A, B, C, D, z, delta_bias, h0, weight).
+std::vector<Tensor> lowrank_grads(std::vector<Tensor> res, const LowRankDelta& lr, const std::vector<bool>& need) {
+  NoGradGuard ng;
+  const Tensor dd = res[1];
+  res[1] = (need[1] && dd.defined()) ? matmul(transpose(lr.weight.detach(), 0, 1), dd) : Tensor();
+  res.push_back((need[9] && dd.defined()) ? sum(matmul(dd, transpose(lr.dt.detach(), 1, 2)), {0}) : Tensor());
+  return res;
+}
+// need for the 9 plain inputs, delta's set when either factor needs a gradient.
+std::vector<bool> plain_need(const std::vector<bool>& need, bool lowrank) {
+  std::vector<bool> n(need.begin(), need.begin() + 9);
+  if (lowrank) n[1] = need[1] || need[9];
+  return n;
+}
 
-ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
-                          const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool softplus,
-                          const Tensor& h0, bool return_last_state) {
+ScanResult scan_impl(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                     const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool softplus, const Tensor& h0,
+                     bool return_last_state, std::shared_ptr<const LowRankDelta> lr) {
   const char* op = "selective_scan";
   check_args(u, delta, A, B, C, D, z, delta_bias, h0);
   cpu::ScanDims s = dims_of(u, A, B, C, D, z, delta_bias, softplus);
@@ -129,7 +154,8 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
       last = Tensor::empty({s.batch, s.dim, s.dstate}, DType::f32, u.device());
       p.hT = last.data<float>();
     }
-    const bool train = detail::needs_grad_any({u, delta, A, B, C, D, z, delta_bias, h0});
+    const bool train = detail::needs_grad_any({u, delta, A, B, C, D, z, delta_bias, h0}) ||
+                       (lr && detail::needs_grad_any({lr->dt, lr->weight}));
     Tensor states;
     if (train) {
       states = Tensor::empty({s.batch, s.dim, cuda::scan_num_chunks(s.len), s.dstate}, DType::f32, u.device());
@@ -148,26 +174,32 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
       for (const Tensor& t : orig) dts.push_back(t.defined() ? t.dtype() : DType::f32);
       std::vector<Tensor> outs{out};
       if (last.defined()) outs.push_back(last);
-      detail::record_op(op, orig, outs, [in, states, softplus, dts](const std::vector<Tensor>& g,
-                                                                    const std::vector<bool>& need) {
-        cuda::ScanParams bp = cuda_params(in, softplus);
+      if (lr) orig[1] = lr->dt, orig.push_back(lr->weight);
+      CudaInputs kept = in;
+      if (lr) kept.delta = Tensor();  // recomputed in the backward
+      detail::record_op(op, orig, outs, [kept, states, softplus, dts, lr](const std::vector<Tensor>& g,
+                                                                          const std::vector<bool>& need_in) {
+        CudaInputs bin = kept;  // the saved inputs, delta recomputed when low-rank
+        if (lr) bin.delta = make_delta(*lr);
+        const std::vector<bool> need = plain_need(need_in, lr != nullptr);
+        cuda::ScanParams bp = cuda_params(bin, softplus);
         bp.chunk_states = states.data<float>();
-        const Device dev = in.u.device();
+        const Device dev = bin.u.device();
         cuda::ScanGrads gr;
-        Tensor dout = contiguous(to_dtype(g[0], in.u.dtype()));
+        Tensor dout = contiguous(to_dtype(g[0], bin.u.dtype()));
         Tensor dhT = g.size() > 1 ? contiguous(to_dtype(g[1], DType::f32)) : Tensor();
         gr.dout = dout.data_ptr();
         gr.dhT = dhT.defined() ? dhT.data<float>() : nullptr;
         std::vector<Tensor> res(9);
         // ddelta takes delta's layout (the kernel writes it with delta's strides).
-        Tensor du = Tensor::empty(in.u.shape(), in.u.dtype(), dev), dd = detail::empty_like_dense(in.delta);
-        Tensor dA = Tensor::empty(in.A.shape(), DType::f32, dev);
-        DType bdt = bp.var_B ? in.B.dtype() : DType::f32, cdt = bp.var_C ? in.C.dtype() : DType::f32;
-        Tensor dB = Tensor::empty(in.B.shape(), bdt, dev), dC = Tensor::empty(in.C.shape(), cdt, dev);
-        Tensor dD = in.D.defined() && need[5] ? Tensor::empty(in.D.shape(), DType::f32, dev) : Tensor();
-        Tensor dz = in.z.defined() && need[6] ? Tensor::empty(in.z.shape(), in.z.dtype(), dev) : Tensor();
-        Tensor db = in.bias.defined() && need[7] ? Tensor::empty(in.bias.shape(), DType::f32, dev) : Tensor();
-        Tensor dh0 = in.h0.defined() && need[8] ? Tensor::empty(in.h0.shape(), DType::f32, dev) : Tensor();
+        Tensor du = Tensor::empty(bin.u.shape(), bin.u.dtype(), dev), dd = detail::empty_like_dense(bin.delta);
+        Tensor dA = Tensor::empty(bin.A.shape(), DType::f32, dev);
+        DType bdt = bp.var_B ? bin.B.dtype() : DType::f32, cdt = bp.var_C ? bin.C.dtype() : DType::f32;
+        Tensor dB = Tensor::empty(bin.B.shape(), bdt, dev), dC = Tensor::empty(bin.C.shape(), cdt, dev);
+        Tensor dD = bin.D.defined() && need[5] ? Tensor::empty(bin.D.shape(), DType::f32, dev) : Tensor();
+        Tensor dz = bin.z.defined() && need[6] ? Tensor::empty(bin.z.shape(), bin.z.dtype(), dev) : Tensor();
+        Tensor db = bin.bias.defined() && need[7] ? Tensor::empty(bin.bias.shape(), DType::f32, dev) : Tensor();
+        Tensor dh0 = bin.h0.defined() && need[8] ? Tensor::empty(bin.h0.shape(), DType::f32, dev) : Tensor();
         gr.du = du.data_ptr(), gr.ddelta = dd.data_ptr(), gr.dA = dA.data<float>();
         gr.dB = dB.data_ptr(), gr.dC = dC.data_ptr();
         gr.dD = dD.defined() ? dD.data<float>() : nullptr;
@@ -181,7 +213,7 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
         std::vector<Tensor> all{du, dd, dA, dB, dC, dD, dz, db, dh0};
         for (size_t i = 0; i < 9; ++i)
           if (need[i] && all[i].defined()) res[i] = to_dtype(all[i], dts[i]);
-        return res;
+        return lr ? lowrank_grads(res, *lr, need_in) : res;
       });
     }
     return {out, last};
@@ -192,16 +224,22 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
 
   std::vector<Tensor> saved;
   for (const Tensor& t : {u, delta, A, B, C, D, z, delta_bias, h0}) saved.push_back(detail::save(t));
+  if (lr) saved[1] = Tensor();  // recomputed in the backward
   std::vector<Tensor> outs{out};
   if (last.defined()) outs.push_back(last);
-  detail::record_op(op, {u, delta, A, B, C, D, z, delta_bias, h0}, outs,
-                    [saved, s](const std::vector<Tensor>& g, const std::vector<bool>& need) {
-                      const Tensor& u_ = saved[0];
+  std::vector<Tensor> inputs{u, delta, A, B, C, D, z, delta_bias, h0};
+  if (lr) inputs[1] = lr->dt, inputs.push_back(lr->weight);
+  detail::record_op(op, inputs, outs,
+                    [kept = saved, s, lr](const std::vector<Tensor>& g, const std::vector<bool>& need_in) {
+                      std::vector<Tensor> sv = kept;
+                      if (lr) sv[1] = make_delta(*lr);
+                      const std::vector<bool> need = plain_need(need_in, lr != nullptr);
+                      const Tensor& u_ = sv[0];
                       DType w = detail::cpu_compute_dtype(u_);
-                      std::vector<Tensor> in(saved.size()), grads(saved.size());
-                      for (size_t i = 0; i < saved.size(); ++i) {
-                        in[i] = as_compute(saved[i], w);
-                        if (saved[i].defined() && (need[i] || i < 5)) grads[i] = Tensor::empty(saved[i].shape(), w);
+                      std::vector<Tensor> in(sv.size()), grads(sv.size());
+                      for (size_t i = 0; i < sv.size(); ++i) {
+                        in[i] = as_compute(sv[i], w);
+                        if (sv[i].defined() && (need[i] || i < 5)) grads[i] = Tensor::empty(sv[i].shape(), w);
                       }
                       Tensor dout = as_compute(g[0], w), dhT = g.size() > 1 ? as_compute(g[1], w) : Tensor();
                       dispatch_float(w, "selective_scan_backward", [&](auto tag) {
@@ -214,12 +252,36 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
                                                      G(5), G(6), G(7), G(8));
                         }
                       });
-                      std::vector<Tensor> res(saved.size());
-                      for (size_t i = 0; i < saved.size(); ++i)
-                        if (need[i] && grads[i].defined()) res[i] = to_dtype(grads[i], saved[i].dtype());
-                      return res;
+                      std::vector<Tensor> res(sv.size());
+                      for (size_t i = 0; i < sv.size(); ++i)
+                        if (need[i] && grads[i].defined()) res[i] = to_dtype(grads[i], sv[i].dtype());
+                      return lr ? lowrank_grads(res, *lr, need_in) : res;
                     });
   return {out, last};
+}
+
+}  // namespace
+
+ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                          const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool softplus,
+                          const Tensor& h0, bool return_last_state) {
+  return scan_impl(u, delta, A, B, C, D, z, delta_bias, softplus, h0, return_last_state, nullptr);
+}
+
+ScanResult selective_scan_dt_proj(const Tensor& u, const Tensor& dt, const Tensor& dt_weight, const Tensor& A,
+                                  const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                                  const Tensor& delta_bias, bool softplus, const Tensor& h0, bool return_last_state) {
+  const char* op = "selective_scan_dt_proj";
+  detail::check_defined(op, dt, "dt");
+  detail::check_defined(op, dt_weight, "dt_weight");
+  detail::check_rank(op, dt, "dt", 3);
+  detail::check_rank(op, dt_weight, "dt_weight", 2);
+  COIL_CHECK(dt_weight.size(1) == dt.size(1), op, ": dt_weight ", dt_weight.desc(), " does not match dt ", dt.desc());
+  detail::check_same_dtype(op, {dt, dt_weight});
+  auto lr = std::make_shared<LowRankDelta>(LowRankDelta{dt_weight, dt});
+  // delta exists only for the forward kernel (and again in the backward).
+  Tensor delta = make_delta(*lr);
+  return scan_impl(u, delta, A, B, C, D, z, delta_bias, softplus, h0, return_last_state, lr);
 }
 
 }  // namespace coil

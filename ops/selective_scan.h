@@ -25,4 +25,16 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
                           bool delta_softplus = true, const Tensor& initial_state = Tensor(),
                           bool return_last_state = false);
 
+// The same with delta = dt_weight (D, R) @ dt (B, R, L), Mamba's dt_proj
+// (without its bias: pass that as delta_bias). The op keeps dt and dt_weight
+// rather than delta (R of D values per token, R = D/32 in the Mamba ladder)
+// and recomputes delta for the backward, as mamba_ssm's checkpoint_lvl 1 does:
+// 2·D bytes per token and layer less activation memory for one small GEMM.
+// Gradients flow to dt and dt_weight.
+ScanResult selective_scan_dt_proj(const Tensor& u, const Tensor& dt, const Tensor& dt_weight, const Tensor& A,
+                                  const Tensor& B, const Tensor& C, const Tensor& D = Tensor(),
+                                  const Tensor& z = Tensor(), const Tensor& delta_bias = Tensor(),
+                                  bool delta_softplus = true, const Tensor& initial_state = Tensor(),
+                                  bool return_last_state = false);
+
 }  // namespace coil

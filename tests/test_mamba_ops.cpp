@@ -149,6 +149,40 @@ TEST_CASE("gradcheck: selective_scan, every input") {
   }
 }
 
+TEST_CASE("gradcheck: selective_scan_dt_proj (delta = W @ dt, recomputed in the backward)") {
+  const int64_t b = 2, d = 5, r = 3, L = 9, n = 4;
+  Tensor u = leaf({b, d, L}), dt = leaf({b, r, L}, -0.5, 0.5), W = leaf({d, r}), A = leaf({d, n}, -1.5, -0.2),
+         B = leaf({b, n, L}), C = leaf({b, n, L}), D = leaf({d}), z = leaf({b, d, L}), bias = leaf({d}, -1.0, 0.3);
+  auto f = [](const std::vector<Tensor>& in) {
+    auto res = selective_scan_dt_proj(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], true);
+    return std::vector<Tensor>{res.out};
+  };
+  GradcheckOptions opt;
+  opt.atol = 1e-6;
+  check_gradcheck(f, {u, dt, W, A, B, C, D, z, bias}, opt);
+
+  // Equal (values and every gradient) to the scan of an explicit matmul.
+  Tensor gout = leaf({b, d, L}, -1.0, 1.0, 99).detach();
+  auto grads = [&](bool fused) {
+    std::vector<Tensor> in;
+    for (const Tensor& t : {u, dt, W, A, B, C, D, z, bias}) in.push_back(t.detach().clone().set_requires_grad(true));
+    Tensor y = fused ? selective_scan_dt_proj(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8]).out
+                     : selective_scan(in[0], matmul(in[2], in[1]), in[3], in[4], in[5], in[6], in[7], in[8]).out;
+    backward(y, gout);
+    std::vector<Tensor> out{y.detach()};
+    for (const Tensor& t : in) out.push_back(t.grad());
+    return out;
+  };
+  std::vector<Tensor> a = grads(true), e = grads(false);
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    auto x = a[i].to_vector(), y = e[i].to_vector();
+    REQUIRE(x.size() == y.size());
+    for (size_t k = 0; k < x.size(); ++k) CHECK(x[k] == doctest::Approx(y[k]).epsilon(1e-12));
+  }
+  CHECK_THROWS_WITH_AS(selective_scan_dt_proj(u, dt, leaf({d, r + 1}), A, B, C), doctest::Contains("dt_weight"), Error);
+}
+
 TEST_CASE("selective_scan: argument errors name the tensor and shape") {
   Tensor u = leaf({2, 3, 5});
   CHECK_THROWS_WITH_AS(selective_scan(u, u, leaf({4, 2}), leaf({2, 2, 5}), leaf({2, 2, 5})),
