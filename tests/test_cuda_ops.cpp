@@ -275,6 +275,23 @@ TEST_CASE("cuda parity: selective scan forward and backward (odd sizes, chunk ed
   }
 }
 
+TEST_CASE("cuda parity: selective_scan_dt_proj (delta recomputed from dt_proj in the backward)") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (int64_t L : {int64_t(7), int64_t(300)}) {
+      CAPTURE(L);
+      const int64_t b = 2, d = 37, r = 5, n = 16;
+      parity("selective_scan_dt_proj", {{b, d, L}, {b, r, L}, {d, r}, {d, n}, {b, n, L}, {b, n, L}, {d}, {b, d, L}, {d}},
+             dt, [](auto& in) {
+               Tensor A = neg(exp(in[3].to(DType::f32)));
+               Tensor bias = in[8].to(DType::f32) - 2.0;
+               return selective_scan_dt_proj(in[0], in[1], in[2], A, in[4], in[5], in[6].to(DType::f32), in[7], bias)
+                   .out.to(DType::f32);
+             });
+    }
+  }
+}
+
 TEST_CASE("cuda: a Mamba-like chain (in_proj -> conv -> scan -> out_proj) has the CPU's gradients") {
   if (skip_without_gpu()) return;
   const int64_t b = 2, L = 129, dm = 24, di = 48, n = 16, r = 2;
