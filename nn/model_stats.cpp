@@ -50,7 +50,12 @@ MemoryEstimate estimate_training_memory(const MambaConfig& cfg, int64_t tokens) 
   m.grads_bytes = P * pbytes;
   m.optimizer_bytes = 2 * P * (cfg.param_dtype == DType::f64 ? 8 : 4);
   m.weight_copies_bytes = cfg.compute_dtype != cfg.param_dtype ? c * count_matmul_parameters(cfg) : 0;
-  const int64_t layer = r * d + 4 + c * (d + 2 * di + di + x + di + di);
+  // Kept for the backward per token and layer: the residual stream and the
+  // norm's statistic, the normed input, xz, the conv output, x_dbl, the scan
+  // output, and the scan's chunk-entry states (dstate f32 per 64 steps). A
+  // selective delta is recomputed in the scan's backward, not kept.
+  const int64_t layer = r * d + 4 + c * (d + 2 * di + di + x + di) + 4 * di * cfg.d_state / 64 +
+                        (cfg.selective_delta ? 0 : c * di);
   const int64_t head = r * d + 4 + 4 * d + 8;
   m.activation_bytes_per_token = cfg.n_layer * layer + head;
   m.tokens = tokens;
