@@ -177,6 +177,59 @@ TEST_CASE("cuda parity: fused add+RMSNorm (residual, fp32 residual stream)") {
   CHECK(o.y.dtype() == DType::bf16);
 }
 
+// The backward's row kernel: a warp (cols <= 1024) or four warps per row,
+// 4-wide chunks when cols % 4 == 0, scalar ones otherwise; wider rows or
+// cols > 1024 without 4-wide chunks go to the block kernel. 5000 rows make
+// every team walk several rows (dw held across rows, the 4-warp kernel's
+// double-buffered row sums).
+TEST_CASE("cuda parity: RMSNorm backward row kernel (odd widths, many rows, fp32 residual stream)") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (int64_t cols : {3, 7, 128, 130, 257, 260, 768, 1001, 1024, 1025, 1028, 2560, 3076, 4096}) {
+      CAPTURE(cols);
+      parity("rms_norm both outputs", {{37, cols}, {cols}, {37, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2]);
+        return o.y * 2.0 + o.residual.to(o.y.dtype());
+      });
+      // x in dt, the residual stream in f32: dres is written in f32 beside dx.
+      parity("rms_norm fp32 residual", {{1, 3, cols}, {cols}, {1, 3, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2].to(DType::f32), /*residual_in_fp32=*/true);
+        return o.y + o.residual.to(o.y.dtype()) * 0.5;
+      });
+    }
+    for (int64_t cols : {130, 768, 2560}) {
+      CAPTURE(cols);
+      parity("rms_norm many rows", {{5000, cols}, {cols}, {5000, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2], true);
+        return o.y + o.residual.to(o.y.dtype());
+      });
+    }
+  }
+}
+
+TEST_CASE("cuda: RMSNorm backward gives bit-identical gradients run to run") {
+  if (skip_without_gpu()) return;
+  Generator g = fresh();
+  for (int64_t cols : {768, 1001, 2560}) {
+    CAPTURE(cols);
+    Device dev = Device::cuda(0);
+    Tensor x = randn({3000, cols}, DType::bf16, dev, &g), res = randn({3000, cols}, DType::f32, dev, &g);
+    Tensor w = rand({cols}, DType::f32, dev, &g, 0.5, 1.5);
+    Tensor gy = randn({3000, cols}, DType::bf16, dev, &g), gr = randn({3000, cols}, DType::f32, dev, &g);
+    auto run = [&] {
+      Tensor xl = x.detach().set_requires_grad(true), wl = w.detach().set_requires_grad(true);
+      Tensor rl = res.detach().set_requires_grad(true);
+      auto o = rms_norm(xl, wl, 1e-5, rl, true);
+      backward({o.y, o.residual}, {gy, gr});
+      return std::vector<std::vector<double>>{xl.grad().to_vector(), wl.grad().to_vector(), rl.grad().to_vector()};
+    };
+    auto a = run(), b = run();
+    CHECK(a[0] == b[0]);
+    CHECK(a[1] == b[1]);
+    CHECK(a[2] == b[2]);
+  }
+}
+
 TEST_CASE("cuda parity: causal conv1d (widths 2..4, silu, states, odd lengths)") {
   if (skip_without_gpu()) return;
   for (DType dt : {DType::f32, DType::bf16}) {
