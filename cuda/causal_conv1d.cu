@@ -278,7 +278,8 @@ template <class T> __global__ void bwd_kernel(ConvArgs a, ConvGrads gr) {
 // halo (the next K-1 steps) from its right neighbour (across warps through
 // shared memory; the last thread's from thread 0's vector j+1, or for the
 // last vector from the tile done before), and writes E input gradients at once.
-template <class T, int K, int NV> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads gr) {
+// At most 80 registers (6 blocks of 128 per SM; spill-free for f32 and bf16).
+template <class T, int K, int NV> __global__ void __launch_bounds__(kThreads, 6) bwd_vec_kernel(ConvArgs a, ConvGrads gr) {
   constexpr int E = 16 / sizeof(T);
   constexpr int H = K - 1;
   constexpr int HH = H > 0 ? H : 1;
