@@ -191,6 +191,11 @@ TEST_CASE("cuda parity: RMSNorm backward row kernel (odd widths, many rows, fp32
         auto o = rms_norm(in[0], in[1], 1e-5, in[2]);
         return o.y * 2.0 + o.residual.to(o.y.dtype());
       });
+      // Only one output used: the other's gradient reaches the kernel as null.
+      parity("rms_norm y only", {{37, cols}, {cols}, {37, cols}}, dt,
+             [](auto& in) { return rms_norm(in[0], in[1], 1e-5, in[2]).y; });
+      parity("rms_norm residual only", {{37, cols}, {cols}, {37, cols}}, dt,
+             [](auto& in) { return rms_norm(in[0], in[1], 1e-5, in[2]).residual * 2.0; });
       // x in dt, the residual stream in f32: dres is written in f32 beside dx.
       parity("rms_norm fp32 residual", {{1, 3, cols}, {cols}, {1, 3, cols}}, dt, [](auto& in) {
         auto o = rms_norm(in[0], in[1], 1e-5, in[2].to(DType::f32), /*residual_in_fp32=*/true);
