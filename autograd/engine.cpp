@@ -66,13 +66,15 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn) {
+void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn,
+            bool materialize_grads) {
   if (!needs_grad(inputs)) return;
   if (profile::enabled() && !outputs.empty()) profile::forward_mark(op, outputs[0].device());
   auto node = std::make_shared<Node>();
   node->op = op;
   node->sequence_nr = g_sequence.fetch_add(1);
   node->backward = std::move(fn);
+  node->materialize_grads = materialize_grads;
   node->next.resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
@@ -181,7 +183,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     buffers.erase(node.get());
     gouts.resize(node->outputs.size());
     for (size_t k = 0; k < gouts.size(); ++k)
-      if (!gouts[k].defined()) {
+      if (!gouts[k].defined() && node->materialize_grads) {
         const OutputMeta& m = node->outputs[k];
         gouts[k] = g_ops.zeros(m.shape, m.dtype, m.device);
       }

@@ -29,8 +29,10 @@ struct OutputMeta {
   Device device;
 };
 
-// grad_outputs has one (always defined) tensor per output; the result has one
-// entry per input, undefined where needs_input_grad is false.
+// grad_outputs has one tensor per output, a zero tensor for an output that got
+// no gradient (or an undefined tensor, for a node recorded with
+// materialize_grads = false); the result has one entry per input, undefined
+// where needs_input_grad is false.
 using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grad_outputs,
                                                      const std::vector<bool>& needs_input_grad)>;
 
@@ -40,6 +42,9 @@ struct Node : GradFn {
   std::vector<OutputMeta> outputs;  // to build zeros for outputs that got no grad
   uint64_t sequence_nr = 0;         // creation order: later nodes run first
   BackwardFn backward;              // released after use unless retain_graph
+  // False: outputs that got no gradient reach `backward` undefined instead of
+  // as a zero tensor (an op that can skip the term saves a fill and a read).
+  bool materialize_grads = true;
 
   std::string name() const override { return op + "Backward"; }
 };
@@ -47,7 +52,8 @@ struct Node : GradFn {
 // Records a node for `outputs` computed from `inputs` when grad mode is on and
 // some input requires grad; otherwise does nothing. Saved tensors captured by
 // `fn` must be detached (saving an output with its history would form a cycle).
-void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
+void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn,
+            bool materialize_grads = true);
 
 // True when `record` would record for these inputs.
 bool needs_grad(const std::vector<Tensor>& inputs);

@@ -61,87 +61,117 @@ template <class T> __global__ void fwd_kernel(ConvArgs a) {
 }
 
 // Vectorised forward for the common case (len a multiple of the vector
-// width, aligned rows, K-1 <= width): each thread holds E consecutive inputs
-// (one 16-byte load), gets the K-1 inputs before them from its left
-// neighbour by a warp shuffle (across warps through shared memory), and
-// writes E outputs with one 16-byte store. K is a template parameter so the
-// window stays in registers.
-template <class T, int K> __global__ void fwd_vec_kernel(ConvArgs a) {
+// width, aligned rows, K-1 <= width). A block of NT threads covers NT*E*NV
+// steps of one row: thread t holds vectors j < NV of E consecutive inputs at
+// t0 = tile0 + (j*NT + t)*E (so each of the NV 16-byte loads is coalesced
+// across the warp, and all NV are in flight before any is used). The K-1
+// inputs before a vector come from the left neighbour by a warp shuffle,
+// across warps through shared memory (thread 0's from the last thread's
+// vector j-1, or at the tile's left edge from global memory). K is a
+// template parameter so the window stays in registers.
+template <class T, int K, int NT, int NV> __global__ void __launch_bounds__(NT) fwd_vec_kernel(ConvArgs a) {
   constexpr int E = 16 / sizeof(T);
   constexpr int H = K - 1;  // halo
+  constexpr int HH = H > 0 ? H : 1;
+  constexpr int NW = NT / 32;
   union Pack { uint4 u; T e[E]; };
-  __shared__ float warp_tail[kThreads / 32][H > 0 ? H : 1];
+  __shared__ float warp_tail[NV][NW][HH];
   const int64_t bd = blockIdx.x, d = bd % a.dim;
-  const int64_t t0 = (int64_t(blockIdx.y) * kThreads + threadIdx.x) * E;
+  const int64_t tile0 = int64_t(blockIdx.y) * (NT * E * NV);
   const T* x = x_row<T>(a, bd);
   const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * H : nullptr;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float xv[E];
-  if (t0 < a.len) {
-    Pack p;
-    p.u = *reinterpret_cast<const uint4*>(x + t0);
+  Pack p[NV];
 #pragma unroll
-    for (int j = 0; j < E; ++j) xv[j] = load_as<float, T>(p.e[j]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < E; ++j) xv[j] = 0.f;
+  for (int j = 0; j < NV; ++j) {
+    const int64_t t0 = tile0 + (int64_t(j) * NT + threadIdx.x) * E;
+    if (t0 < a.len)
+      p[j].u = *reinterpret_cast<const uint4*>(x + t0);
+    else
+      p[j].u = make_uint4(0u, 0u, 0u, 0u);  // zero in every dtype
   }
-  float win[H + E];  // x(t0 - H .. t0 + E - 1)
-#pragma unroll
-  for (int j = 0; j < E; ++j) win[H + j] = xv[j];
-  if constexpr (H > 0) {
-    if (lane == 31)
-#pragma unroll
-      for (int j = 0; j < H; ++j) warp_tail[warp][j] = xv[E - H + j];
-#pragma unroll
-    for (int j = 0; j < H; ++j) win[j] = __shfl_up_sync(0xffffffffu, xv[E - H + j], 1);
-    __syncthreads();
-    if (lane == 0) {
-      if (warp > 0) {
-#pragma unroll
-        for (int j = 0; j < H; ++j) win[j] = warp_tail[warp - 1][j];
-      } else {
-#pragma unroll
-        for (int j = 0; j < H; ++j) win[j] = x_at(a, x, init, t0 - H + j);  // the block's left edge
-      }
-    }
-  }
-  if (t0 >= a.len) return;
   float w[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) w[k] = a.w[d * K + k];
   const float b = a.bias ? a.bias[d] : 0.f;
-  Pack o;
+  float head[NV][HH];  // x(t0 - H .. t0 - 1) for each vector
+  if constexpr (H > 0) {
 #pragma unroll
-  for (int j = 0; j < E; ++j) {
-    float acc = b;
+    for (int j = 0; j < NV; ++j) {
 #pragma unroll
-    for (int k = 0; k < K; ++k) acc += w[k] * win[j + k];
-    o.e[j] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+      for (int h = 0; h < H; ++h) {
+        const float v = load_as<float, T>(p[j].e[E - H + h]);
+        if (lane == 31) warp_tail[j][warp][h] = v;
+        head[j][h] = __shfl_up_sync(0xffffffffu, v, 1);
+      }
+    }
+    __syncthreads();
+    if (lane == 0) {
+#pragma unroll
+      for (int j = 0; j < NV; ++j)
+#pragma unroll
+        for (int h = 0; h < H; ++h)
+          head[j][h] = warp > 0  ? warp_tail[j][warp - 1][h]
+                       : j > 0   ? warp_tail[j - 1][NW - 1][h]
+                                 : x_at(a, x, init, tile0 - H + h);  // the block's left edge
+    }
   }
-  *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + bd * a.len + t0) = o.u;
-  if (a.final_state && t0 + E >= a.len) {  // the thread holding the last inputs
-    T* fs = static_cast<T*>(a.final_state) + bd * H;
-    for (int j = 0; j < H; ++j) fs[j] = store_as<T, float>(x_at(a, x, init, a.len - H + j));
+  T* out = static_cast<T*>(a.out) + bd * a.len;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int64_t t0 = tile0 + (int64_t(j) * NT + threadIdx.x) * E;
+    if (t0 >= a.len) continue;
+    float win[H + E];  // x(t0 - H .. t0 + E - 1)
+#pragma unroll
+    for (int h = 0; h < H; ++h) win[h] = head[j][h];
+#pragma unroll
+    for (int e = 0; e < E; ++e) win[H + e] = load_as<float, T>(p[j].e[e]);
+    Pack o;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float acc = b;
+#pragma unroll
+      for (int k = 0; k < K; ++k) acc += w[k] * win[e + k];
+      o.e[e] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+    }
+    *reinterpret_cast<uint4*>(out + t0) = o.u;
+    if (a.final_state && t0 + E >= a.len) {  // the thread holding the last inputs
+      T* fs = static_cast<T*>(a.final_state) + bd * H;
+      for (int q = 0; q < H; ++q) fs[q] = store_as<T, float>(x_at(a, x, init, a.len - H + q));
+    }
   }
 }
+
+// Four vectors per thread; 128 threads when a row has room for them, else
+// 64 (B16 D1536 L2048 bf16: one 64-thread block per row).
+constexpr int kFwdVecs = 4;
 
 template <class T> bool fwd_vec(const ConvArgs& a, int device) {
   constexpr int E = 16 / sizeof(T);
   const bool aligned = (reinterpret_cast<uintptr_t>(a.x) % 16 == 0) && (reinterpret_cast<uintptr_t>(a.out) % 16 == 0) &&
                        a.x_sb % E == 0 && a.x_sd % E == 0;
   if (!aligned || a.len % E != 0 || a.width - 1 > E || a.len < E) return false;
-  dim3 grid(unsigned(a.batch * a.dim), unsigned((a.len + int64_t(kThreads) * E - 1) / (int64_t(kThreads) * E)));
-  auto launch = [&](auto kern) {
-    kern<<<grid, kThreads, 0, stream_of(device)>>>(a);
+  const bool wide = a.len >= int64_t(128) * E * kFwdVecs;
+  const int64_t tile = int64_t(wide ? 128 : 64) * E * kFwdVecs;
+  dim3 grid(unsigned(a.batch * a.dim), unsigned((a.len + tile - 1) / tile));
+  auto launch = [&](auto k128, auto k64) {
+    if (wide)
+      k128<<<grid, 128, 0, stream_of(device)>>>(a);
+    else
+      k64<<<grid, 64, 0, stream_of(device)>>>(a);
     COIL_CUDA_LAUNCH_CHECK();
   };
   switch (a.width) {
-    case 1: launch(fwd_vec_kernel<T, 1>); return true;
-    case 2: launch(fwd_vec_kernel<T, 2>); return true;
-    case 3: launch(fwd_vec_kernel<T, 3>); return true;
-    case 4: launch(fwd_vec_kernel<T, 4>); return true;
-    case 5: if constexpr (E >= 4) { launch(fwd_vec_kernel<T, 5>); return true; } return false;
+    case 1: launch(fwd_vec_kernel<T, 1, 128, kFwdVecs>, fwd_vec_kernel<T, 1, 64, kFwdVecs>); return true;
+    case 2: launch(fwd_vec_kernel<T, 2, 128, kFwdVecs>, fwd_vec_kernel<T, 2, 64, kFwdVecs>); return true;
+    case 3: launch(fwd_vec_kernel<T, 3, 128, kFwdVecs>, fwd_vec_kernel<T, 3, 64, kFwdVecs>); return true;
+    case 4: launch(fwd_vec_kernel<T, 4, 128, kFwdVecs>, fwd_vec_kernel<T, 4, 64, kFwdVecs>); return true;
+    case 5:
+      if constexpr (E >= 4) {
+        launch(fwd_vec_kernel<T, 5, 128, kFwdVecs>, fwd_vec_kernel<T, 5, 64, kFwdVecs>);
+        return true;
+      }
+      return false;
     default: return false;
   }
 }
@@ -240,20 +270,24 @@ template <class T> __global__ void bwd_kernel(ConvArgs a, ConvGrads gr) {
 }
 
 // Vectorised backward (same conditions as the vectorised forward). One block
-// per channel walks the tiles from the end: each thread holds E inputs and
-// E output gradients (16-byte loads), recomputes the pre-activation with the
-// x halo from its left neighbour, forms g = dout * silu'(pre), takes the g
-// halo (the next K-1 steps) from its right neighbour, or for the last thread
-// from the tile done just before, and writes E input gradients at once.
-template <class T, int K> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads gr) {
+// per channel walks the sequence in tiles of kThreads*E*NV steps from the
+// end. Thread t holds vectors j < NV of E inputs and E output gradients at
+// s0 = tile0 + (j*kThreads + t)*E (16-byte loads, all 2*NV in flight before
+// any is used), recomputes the pre-activation with the x halo from its left
+// neighbour (as in the forward), forms g = dout * silu'(pre), takes the g
+// halo (the next K-1 steps) from its right neighbour (across warps through
+// shared memory; the last thread's from thread 0's vector j+1, or for the
+// last vector from the tile done before), and writes E input gradients at once.
+// At most 80 registers (6 blocks of 128 per SM; spill-free for f32 and bf16).
+template <class T, int K, int NV> __global__ void __launch_bounds__(kThreads, 6) bwd_vec_kernel(ConvArgs a, ConvGrads gr) {
   constexpr int E = 16 / sizeof(T);
   constexpr int H = K - 1;
   constexpr int HH = H > 0 ? H : 1;
   constexpr int kWarps = kThreads / 32;
   union Pack { uint4 u; T e[E]; };
-  __shared__ float x_tail[kWarps][HH];  // each warp's last H inputs
-  __shared__ float g_head[kWarps][HH];  // each warp's first H g values
-  __shared__ float g_carry[HH];         // g at the start of the tile done before
+  __shared__ float x_tail[NV][kWarps][HH];  // each warp's last H inputs, per vector
+  __shared__ float g_head[NV][kWarps][HH];  // each warp's first H g values, per vector
+  __shared__ float g_carry[HH];             // g at the start of the tile done before
   __shared__ float scratch[32];
   const int64_t bd = blockIdx.x, d = bd % a.dim;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -271,84 +305,115 @@ template <class T, int K> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads g
   for (int k = 0; k < K; ++k) dw[k] = 0.f;
   float db = 0.f;
   if (threadIdx.x < HH) g_carry[threadIdx.x] = 0.f;  // nothing after the sequence
-  const int64_t tile = int64_t(kThreads) * E;
+  const int64_t tile = int64_t(kThreads) * E * NV;
   const int64_t n_tiles = (a.len + tile - 1) / tile;
   for (int64_t ti = n_tiles - 1; ti >= 0; --ti) {
-    const int64_t s0 = ti * tile + int64_t(threadIdx.x) * E;
-    const bool active = s0 < a.len;
-    float xv[E], gv[E];
-    if (active) {
-      Pack px, pd;
-      px.u = *reinterpret_cast<const uint4*>(x + s0);
-      pd.u = *reinterpret_cast<const uint4*>(dout + s0);
+    const int64_t tile0 = ti * tile;
+    Pack px[NV], pd[NV];
 #pragma unroll
-      for (int j = 0; j < E; ++j) xv[j] = load_as<float, T>(px.e[j]), gv[j] = load_as<float, T>(pd.e[j]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < E; ++j) xv[j] = 0.f, gv[j] = 0.f;
+    for (int j = 0; j < NV; ++j) {
+      const int64_t s0 = tile0 + (int64_t(j) * kThreads + threadIdx.x) * E;
+      if (s0 < a.len) {
+        px[j].u = *reinterpret_cast<const uint4*>(x + s0);
+        pd[j].u = *reinterpret_cast<const uint4*>(dout + s0);
+      } else {
+        px[j].u = make_uint4(0u, 0u, 0u, 0u);  // zero in every dtype: g is 0 past the end
+        pd[j].u = make_uint4(0u, 0u, 0u, 0u);
+      }
     }
-    // x(s0 - H .. s0 + E - 1)
-    float xw[H + E];
-#pragma unroll
-    for (int j = 0; j < E; ++j) xw[H + j] = xv[j];
+    // x(s0 - H .. s0 - 1) for each vector.
+    float xh[NV][HH];
     if constexpr (H > 0) {
-      if (lane == 31)
 #pragma unroll
-        for (int j = 0; j < H; ++j) x_tail[warp][j] = xv[E - H + j];
+      for (int j = 0; j < NV; ++j) {
 #pragma unroll
-      for (int j = 0; j < H; ++j) xw[j] = __shfl_up_sync(0xffffffffu, xv[E - H + j], 1);
+        for (int h = 0; h < H; ++h) {
+          const float v = load_as<float, T>(px[j].e[E - H + h]);
+          if (lane == 31) x_tail[j][warp][h] = v;
+          xh[j][h] = __shfl_up_sync(0xffffffffu, v, 1);
+        }
+      }
     }
     __syncthreads();
     if constexpr (H > 0) {
       if (lane == 0) {
 #pragma unroll
-        for (int j = 0; j < H; ++j) xw[j] = warp > 0 ? x_tail[warp - 1][j] : x_at(a, x, init, s0 - H + j);
+        for (int j = 0; j < NV; ++j)
+#pragma unroll
+          for (int h = 0; h < H; ++h)
+            xh[j][h] = warp > 0  ? x_tail[j][warp - 1][h]
+                       : j > 0   ? x_tail[j - 1][kWarps - 1][h]
+                                 : x_at(a, x, init, tile0 - H + h);  // the tile's left edge
       }
     }
     // g = dout * silu'(pre), 0 beyond the sequence (dout was loaded as 0).
-    if (a.silu) {
+    float gv[NV][E];
 #pragma unroll
-      for (int j = 0; j < E; ++j) {
-        float pre = b;
+    for (int j = 0; j < NV; ++j) {
 #pragma unroll
-        for (int k = 0; k < K; ++k) pre += w[k] * xw[j + k];
-        float sg = 1.f / (1.f + __expf(-pre));
-        gv[j] *= sg * (1.f + pre * (1.f - sg));
+      for (int e = 0; e < E; ++e) gv[j][e] = load_as<float, T>(pd[j].e[e]);
+      if (a.silu) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          float pre = b;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            const int q = e + k;  // index into x(s0 - H .. s0 + E - 1)
+            pre += w[k] * (q < H ? xh[j][q < H ? q : 0] : load_as<float, T>(px[j].e[q >= H ? q - H : 0]));
+          }
+          const float sg = 1.f / (1.f + __expf(-pre));
+          gv[j][e] *= sg * (1.f + pre * (1.f - sg));
+        }
       }
     }
-    // g(s0 .. s0 + E + H - 1): the next H from the right neighbour.
-    float gw[E + H];
-#pragma unroll
-    for (int j = 0; j < E; ++j) gw[j] = gv[j];
+    // g(s0 + E .. s0 + E + H - 1) for each vector, from the right neighbour.
+    float gt[NV][HH];
     if constexpr (H > 0) {
-      if (lane == 0)
 #pragma unroll
-        for (int j = 0; j < H; ++j) g_head[warp][j] = gv[j];
+      for (int j = 0; j < NV; ++j) {
 #pragma unroll
-      for (int j = 0; j < H; ++j) gw[E + j] = __shfl_down_sync(0xffffffffu, gv[j], 1);
+        for (int h = 0; h < H; ++h) {
+          if (lane == 0) g_head[j][warp][h] = gv[j][h];
+          gt[j][h] = __shfl_down_sync(0xffffffffu, gv[j][h], 1);
+        }
+      }
     }
     __syncthreads();
     if constexpr (H > 0) {
       if (lane == 31) {
 #pragma unroll
-        for (int j = 0; j < H; ++j) gw[E + j] = warp < kWarps - 1 ? g_head[warp + 1][j] : g_carry[j];
+        for (int j = 0; j < NV; ++j)
+#pragma unroll
+          for (int h = 0; h < H; ++h)
+            gt[j][h] = warp < kWarps - 1 ? g_head[j][warp + 1][h]
+                       : j < NV - 1      ? g_head[j + 1 < NV ? j + 1 : 0][0][h]
+                                         : g_carry[h];
       }
     }
-    if (active) {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int64_t s0 = tile0 + (int64_t(j) * kThreads + threadIdx.x) * E;
+      if (s0 >= a.len) continue;
       Pack o;
 #pragma unroll
-      for (int j = 0; j < E; ++j) {
+      for (int e = 0; e < E; ++e) {
         float acc = 0.f;
 #pragma unroll
-        for (int k = 0; k < K; ++k) acc += w[k] * gw[j + H - k];
+        for (int k = 0; k < K; ++k) {
+          const int q = e + H - k;  // index into g(s0 .. s0 + E + H - 1)
+          acc += w[k] * (q < E ? gv[j][q < E ? q : 0] : gt[j][q >= E ? q - E : 0]);
+        }
         if (dfs) {
-          const int64_t jf = s0 + j - (a.len - H);  // index into the final state
+          const int64_t jf = s0 + e - (a.len - H);  // index into the final state
           if (jf >= 0) acc += load_as<float, T>(dfs[jf]);
         }
-        o.e[j] = store_as<T, float>(acc);
-        db += gv[j];
+        o.e[e] = store_as<T, float>(acc);
+        db += gv[j][e];
 #pragma unroll
-        for (int k = 0; k < K; ++k) dw[k] += gv[j] * xw[j + k];
+        for (int k = 0; k < K; ++k) {
+          const int q = e + k;
+          dw[k] += gv[j][e] * (q < H ? xh[j][q < H ? q : 0] : load_as<float, T>(px[j].e[q >= H ? q - H : 0]));
+        }
       }
       *reinterpret_cast<uint4*>(dx + s0) = o.u;
     }
@@ -356,7 +421,7 @@ template <class T, int K> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads g
     if constexpr (H > 0) {
       if (threadIdx.x == 0)
 #pragma unroll
-        for (int j = 0; j < H; ++j) g_carry[j] = gv[j];
+        for (int h = 0; h < H; ++h) g_carry[h] = gv[0][h];
     }
     __syncthreads();
   }
@@ -394,6 +459,10 @@ template <class T, int K> __global__ void bwd_vec_kernel(ConvArgs a, ConvGrads g
   }
 }
 
+// Two vectors per thread: at B16 D1536 L2048 bf16 a block does its row in
+// one tile (one pass of loads, halos and barriers instead of two).
+constexpr int kBwdVecs = 2;
+
 template <class T> bool bwd_vec(const ConvArgs& a, const ConvGrads& g, int device) {
   constexpr int E = 16 / sizeof(T);
   auto al = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
@@ -404,27 +473,32 @@ template <class T> bool bwd_vec(const ConvArgs& a, const ConvGrads& g, int devic
     COIL_CUDA_LAUNCH_CHECK();
   };
   switch (a.width) {
-    case 1: launch(bwd_vec_kernel<T, 1>); return true;
-    case 2: launch(bwd_vec_kernel<T, 2>); return true;
-    case 3: launch(bwd_vec_kernel<T, 3>); return true;
-    case 4: launch(bwd_vec_kernel<T, 4>); return true;
-    case 5: if constexpr (E >= 4) { launch(bwd_vec_kernel<T, 5>); return true; } return false;
+    case 1: launch(bwd_vec_kernel<T, 1, kBwdVecs>); return true;
+    case 2: launch(bwd_vec_kernel<T, 2, kBwdVecs>); return true;
+    case 3: launch(bwd_vec_kernel<T, 3, kBwdVecs>); return true;
+    case 4: launch(bwd_vec_kernel<T, 4, kBwdVecs>); return true;
+    case 5: if constexpr (E >= 4) { launch(bwd_vec_kernel<T, 5, kBwdVecs>); return true; } return false;
     default: return false;
   }
 }
 
+// dw and dbias from the per-(batch, channel) partials: one thread per output
+// value (channel d, tap k, or k == K for the bias), summing over the batch in
+// order. One thread per value rather than per channel keeps (K+1) times more
+// loads in flight.
 __global__ void reduce_kernel(const float* part, int64_t batch, int64_t dim, int K, float* dw, float* dbias) {
-  int64_t d = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (d >= dim) return;
-  for (int k = 0; k <= K; ++k) {
-    int idx = k == K ? kMaxW : k;
-    float s = 0.f;
-    for (int64_t b = 0; b < batch; ++b) s += part[(b * dim + d) * (kMaxW + 1) + idx];  // fixed order
-    if (k < K)
-      dw[d * K + k] = s;
-    else if (dbias)
-      dbias[d] = s;
-  }
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= dim * (K + 1)) return;
+  const int64_t d = i / (K + 1);
+  const int k = int(i % (K + 1));
+  if (k == K && !dbias) return;
+  const int idx = k == K ? kMaxW : k;
+  float s = 0.f;
+  for (int64_t b = 0; b < batch; ++b) s += part[(b * dim + d) * (kMaxW + 1) + idx];  // fixed order
+  if (k < K)
+    dw[d * K + k] = s;
+  else
+    dbias[d] = s;
 }
 
 template <class Fn> void by_act(DType t, Fn&& fn) {
@@ -477,7 +551,7 @@ void causal_conv1d_bwd(const ConvArgs& args, const ConvGrads& g, int device) {
       COIL_CUDA_LAUNCH_CHECK();
     }
   });
-  reduce_kernel<<<grid_for(a.dim, 128), 128, 0, stream_of(device)>>>(g.workspace, a.batch, a.dim, int(a.width), g.dw,
+  reduce_kernel<<<grid_for(a.dim * (a.width + 1), 128), 128, 0, stream_of(device)>>>(g.workspace, a.batch, a.dim, int(a.width), g.dw,
                                                                       g.dbias);
   COIL_CUDA_LAUNCH_CHECK();
 }

@@ -7,7 +7,6 @@ namespace coil::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kBwdBlocks = 264;  // 2 per H100 SM: partial rows for dw
 
 template <class T> __device__ __forceinline__ float ld(const void* p, int64_t i) {
   return load_as<float, T>(static_cast<const T*>(p)[i]);
@@ -80,49 +79,6 @@ __global__ void fwd_warp_kernel(RmsNormArgs a) {
   if (lane == 0) a.rstd[i] = rstd;
 }
 
-// Grid-strided rows per block; each block keeps a dw partial (cols floats in
-// shared memory, each column owned by one thread) and writes it out. The row's
-// r_hat and dy*w are cached in shared memory so each input is read once; the
-// gradient is written straight in the dtypes of x and of the residual.
-template <class RT, class DY, class DE, class DX, class DR>
-__global__ void bwd_kernel(RmsNormBwdArgs a) {
-  __shared__ float scratch[32];
-  extern __shared__ float smem[];
-  float* dw_part = smem;           // cols
-  float* rh_row = smem + a.cols;   // cols
-  float* g_row = rh_row + a.cols;  // cols
-  for (int64_t c = threadIdx.x; c < a.cols; c += blockDim.x) dw_part[c] = 0;
-  for (int64_t i = blockIdx.x; i < a.rows; i += gridDim.x) {
-    const float rstd = a.rstd[i];
-    float dot = 0;  // sum_j g_j r_hat_j with g = dy * w
-    for (int64_t c = threadIdx.x; c < a.cols; c += blockDim.x) {
-      float rh = ld<RT>(a.r, i * a.cols + c) * rstd;
-      float dy = ld<DY>(a.dy, i * a.cols + c);
-      float g = dy * a.weight[c];
-      rh_row[c] = rh;
-      g_row[c] = g;
-      dot += g * rh;
-      dw_part[c] += dy * rh;
-    }
-    dot = block_sum(dot, scratch) / float(a.cols);
-    for (int64_t c = threadIdx.x; c < a.cols; c += blockDim.x) {
-      float d = rstd * (g_row[c] - rh_row[c] * dot);
-      if (a.dr_extra) d += ld<DE>(a.dr_extra, i * a.cols + c);
-      st<DX>(a.dx, i * a.cols + c, d);
-      if (a.dres) st<DR>(a.dres, i * a.cols + c, d);
-    }
-  }
-  for (int64_t c = threadIdx.x; c < a.cols; c += blockDim.x) a.workspace[int64_t(blockIdx.x) * a.cols + c] = dw_part[c];
-}
-
-__global__ void dw_reduce_kernel(const float* part, int blocks, int64_t cols, float* dw) {
-  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
-  float s = 0;
-  for (int b = 0; b < blocks; ++b) s += part[int64_t(b) * cols + c];  // fixed order
-  dw[c] = s;
-}
-
 template <class Fn> void by_act(DType t, const char* what, Fn&& fn) {
   switch (t) {
     case DType::f32: return fn(type_tag<float>{});
@@ -131,8 +87,6 @@ template <class Fn> void by_act(DType t, const char* what, Fn&& fn) {
     default: fail(detail::cat("cuda rms_norm: ", what, " must be f32, bf16 or f16, got ", dtype_name(t)));
   }
 }
-
-int bwd_blocks(int64_t rows) { return int(rows < kBwdBlocks ? (rows > 0 ? rows : 1) : kBwdBlocks); }
 
 }  // namespace
 
@@ -158,30 +112,6 @@ void rms_norm_fwd(const RmsNormArgs& a, int device) {
       });
     });
   });
-}
-
-size_t rms_norm_bwd_workspace(int64_t rows, int64_t cols) { return size_t(bwd_blocks(rows)) * size_t(cols); }
-
-void rms_norm_bwd(const RmsNormBwdArgs& a, int device) {
-  int blocks = bwd_blocks(a.rows);
-  size_t smem = 3 * size_t(a.cols) * sizeof(float);
-  COIL_CHECK(smem <= 48 * 1024, "cuda rms_norm: rows of ", a.cols, " columns exceed the kernel's 4096 limit");
-  // r and dr_extra share the residual's dtype; dy and dx share x's.
-  COIL_CHECK(!a.dr_extra || a.dr_extra_dtype == a.r_dtype, "cuda rms_norm: residual gradient dtype mismatch");
-  COIL_CHECK(a.dx_dtype == a.dy_dtype, "cuda rms_norm: dx and dy dtypes differ");
-  by_act(a.r_dtype, "residual", [&](auto rt) {
-    by_act(a.dy_dtype, "dy", [&](auto dt) {
-      by_act(a.dres ? a.dres_dtype : a.r_dtype, "dresidual", [&](auto ot) {
-        using RT = typename decltype(rt)::type;
-        using DY = typename decltype(dt)::type;
-        using DR = typename decltype(ot)::type;
-        bwd_kernel<RT, DY, RT, DY, DR><<<blocks, kThreads, smem, stream_of(device)>>>(a);
-        COIL_CUDA_LAUNCH_CHECK();
-      });
-    });
-  });
-  dw_reduce_kernel<<<grid_for(a.cols, 256), 256, 0, stream_of(device)>>>(a.workspace, blocks, a.cols, a.dw);
-  COIL_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace coil::cuda

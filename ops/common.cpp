@@ -9,7 +9,8 @@
 
 namespace coil::detail {
 
-void record_op(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn) {
+void record_op(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn,
+               bool materialize_grads) {
   static const bool installed = [] {
     GradOps g;
     g.add = [](const Tensor& a, const Tensor& b) { return coil::add(a, b); };
@@ -19,7 +20,7 @@ void record_op(const char* op, const std::vector<Tensor>& inputs, const std::vec
     return true;
   }();
   (void)installed;
-  record(op, inputs, outputs, std::move(fn));
+  record(op, inputs, outputs, std::move(fn), materialize_grads);
 }
 
 bool needs_grad_any(const std::vector<Tensor>& inputs) { return needs_grad(inputs); }

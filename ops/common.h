@@ -16,7 +16,8 @@ namespace coil::detail {
 
 // Records `fn` as the backward of `outputs` (see autograd/node.h), making sure
 // the engine knows how to add and create gradients.
-void record_op(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
+void record_op(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn,
+               bool materialize_grads = true);  // see Node::materialize_grads
 
 void check_defined(const char* op, const Tensor& t, const char* name);
 void check_same_device(const char* op, std::initializer_list<Tensor> ts);

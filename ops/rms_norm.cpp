@@ -2,6 +2,7 @@
 
 #include "ops/common.h"
 #include "ops/cpu/rms_norm.h"
+#include "ops/creation.h"
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/rms_norm.h"
@@ -63,13 +64,20 @@ RmsNormResult rms_norm(const Tensor& x, const Tensor& weight, double eps, const 
   Tensor rs = detail::save(r), ws = detail::save(weight), rstds = rstd;
   DType xdt = x.dtype(), res_dt = residual.defined() ? residual.dtype() : x.dtype();
   bool has_res = residual.defined();
+  // Recorded with materialize_grads = false: an unused residual output (the
+  // final norm's) reaches the backward undefined and its term is skipped,
+  // rather than the engine filling a zero tensor that the kernel then reads.
   detail::record_op(op, {x, weight, residual}, {y, r},
-                    [rs, ws, rstds, rows, cols, xdt, res_dt, has_res](const std::vector<Tensor>& g,
+                    [rs, ws, rstds, rows, cols, xdt, res_dt, has_res](const std::vector<Tensor>& g_in,
                                                                      const std::vector<bool>& need) {
+                      // y's gradient is needed by the kernels; only an op whose
+                      // y is unused gets it as zeros here.
+                      const Tensor dy_in = g_in[0].defined() ? g_in[0] : zeros(rs.shape(), xdt, rs.device());
+                      const Tensor& de_in = g_in[1];  // may be undefined
                       if (rs.is_cuda()) {
 #ifdef COIL_WITH_CUDA
-                        Tensor wc = contiguous(to_dtype(ws, DType::f32)), dy = contiguous(to_dtype(g[0], xdt)),
-                               de = contiguous(to_dtype(g[1], rs.dtype()));
+                        Tensor wc = contiguous(to_dtype(ws, DType::f32)), dy = contiguous(to_dtype(dy_in, xdt)),
+                               de = de_in.defined() ? contiguous(to_dtype(de_in, rs.dtype())) : Tensor();
                         Tensor dx = Tensor::empty(rs.shape(), xdt, rs.device()), dres;
                         if (has_res && need[2] && res_dt != xdt) dres = Tensor::empty(rs.shape(), res_dt, rs.device());
                         Tensor dw = Tensor::empty({cols}, DType::f32, rs.device());
@@ -80,7 +88,7 @@ RmsNormResult rms_norm(const Tensor& x, const Tensor& weight, double eps, const 
                         a.r = rs.data_ptr(), a.r_dtype = rs.dtype();
                         a.weight = wc.data<float>(), a.rstd = rstds.data<float>();
                         a.dy = dy.data_ptr(), a.dy_dtype = dy.dtype();
-                        a.dr_extra = de.data_ptr(), a.dr_extra_dtype = de.dtype();
+                        if (de.defined()) a.dr_extra = de.data_ptr(), a.dr_extra_dtype = de.dtype();
                         a.dx = dx.data_ptr(), a.dx_dtype = xdt;
                         if (dres.defined()) a.dres = dres.data_ptr(), a.dres_dtype = res_dt;
                         a.dw = dw.data<float>(), a.workspace = work.data<float>();
@@ -91,18 +99,19 @@ RmsNormResult rms_norm(const Tensor& x, const Tensor& weight, double eps, const 
                       }
                       DType w = rstds.dtype();
                       Tensor rc = as_compute(rs, w), wc = as_compute(ws, w);
-                      Tensor dy = as_compute(g[0], w), dr_extra = as_compute(g[1], w);
+                      Tensor dy = as_compute(dy_in, w), dr_extra = as_compute(de_in, w);
                       Tensor dr = Tensor::empty(rs.shape(), w), dw = Tensor::empty(ws.shape(), w);
                       dispatch_float(w, "rms_norm_backward", [&](auto tag) {
                         using T = typename decltype(tag)::type;
                         if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
                           cpu::rms_norm_bwd<T>(rows, cols, rc.data<T>(), wc.data<T>(), rstds.data<T>(), dy.data<T>(),
-                                               dr_extra.data<T>(), dr.data<T>(), dw.data<T>());
+                                               detail::ptr_or_null<T>(dr_extra), dr.data<T>(), dw.data<T>());
                       });
                       return std::vector<Tensor>{need[0] ? to_dtype(dr, xdt) : Tensor(),
                                                  need[1] ? to_dtype(dw, ws.dtype()) : Tensor(),
                                                  has_res && need[2] ? to_dtype(dr, res_dt) : Tensor()};
-                    });
+                    },
+                    /*materialize_grads=*/false);
   return {y, r};
 }
 

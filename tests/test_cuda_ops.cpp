@@ -177,11 +177,71 @@ TEST_CASE("cuda parity: fused add+RMSNorm (residual, fp32 residual stream)") {
   CHECK(o.y.dtype() == DType::bf16);
 }
 
+// The backward's row kernel: a warp (cols <= 1024) or four warps per row,
+// 4-wide chunks when cols % 4 == 0, scalar ones otherwise; wider rows or
+// cols > 1024 without 4-wide chunks go to the block kernel. 5000 rows make
+// every team walk several rows (dw held across rows, the 4-warp kernel's
+// double-buffered row sums).
+TEST_CASE("cuda parity: RMSNorm backward row kernel (odd widths, many rows, fp32 residual stream)") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (int64_t cols : {3, 7, 128, 130, 257, 260, 768, 1001, 1024, 1025, 1028, 2560, 3076, 4096}) {
+      CAPTURE(cols);
+      parity("rms_norm both outputs", {{37, cols}, {cols}, {37, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2]);
+        return o.y * 2.0 + o.residual.to(o.y.dtype());
+      });
+      // Only one output used: the other's gradient reaches the kernel as null.
+      parity("rms_norm y only", {{37, cols}, {cols}, {37, cols}}, dt,
+             [](auto& in) { return rms_norm(in[0], in[1], 1e-5, in[2]).y; });
+      parity("rms_norm residual only", {{37, cols}, {cols}, {37, cols}}, dt,
+             [](auto& in) { return rms_norm(in[0], in[1], 1e-5, in[2]).residual * 2.0; });
+      // x in dt, the residual stream in f32: dres is written in f32 beside dx.
+      parity("rms_norm fp32 residual", {{1, 3, cols}, {cols}, {1, 3, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2].to(DType::f32), /*residual_in_fp32=*/true);
+        return o.y + o.residual.to(o.y.dtype()) * 0.5;
+      });
+    }
+    for (int64_t cols : {130, 768, 2560}) {
+      CAPTURE(cols);
+      parity("rms_norm many rows", {{5000, cols}, {cols}, {5000, cols}}, dt, [](auto& in) {
+        auto o = rms_norm(in[0], in[1], 1e-5, in[2], true);
+        return o.y + o.residual.to(o.y.dtype());
+      });
+    }
+  }
+}
+
+TEST_CASE("cuda: RMSNorm backward gives bit-identical gradients run to run") {
+  if (skip_without_gpu()) return;
+  Generator g = fresh();
+  for (int64_t cols : {768, 1001, 2560}) {
+    CAPTURE(cols);
+    Device dev = Device::cuda(0);
+    Tensor x = randn({3000, cols}, DType::bf16, dev, &g), res = randn({3000, cols}, DType::f32, dev, &g);
+    Tensor w = rand({cols}, DType::f32, dev, &g, 0.5, 1.5);
+    Tensor gy = randn({3000, cols}, DType::bf16, dev, &g), gr = randn({3000, cols}, DType::f32, dev, &g);
+    auto run = [&] {
+      Tensor xl = x.detach().set_requires_grad(true), wl = w.detach().set_requires_grad(true);
+      Tensor rl = res.detach().set_requires_grad(true);
+      auto o = rms_norm(xl, wl, 1e-5, rl, true);
+      backward({o.y, o.residual}, {gy, gr});
+      return std::vector<std::vector<double>>{xl.grad().to_vector(), wl.grad().to_vector(), rl.grad().to_vector()};
+    };
+    auto a = run(), b = run();
+    CHECK(a[0] == b[0]);
+    CHECK(a[1] == b[1]);
+    CHECK(a[2] == b[2]);
+  }
+}
+
 TEST_CASE("cuda parity: causal conv1d (widths 2..4, silu, states, odd lengths)") {
   if (skip_without_gpu()) return;
   for (DType dt : {DType::f32, DType::bf16}) {
     for (int64_t K : {2, 3, 4}) {
-      for (int64_t L : {1, 7, 8, 1023, 1024, 1025, 2049, 4096}) {  // multiples of 8 take the vector path
+      // Multiples of 8 take the vector paths (4 vectors per thread forward,
+      // 2 backward): 16 to 6152 cover partly filled and several tiles per row.
+      for (int64_t L : {1, 7, 8, 16, 1023, 1024, 1025, 1032, 2048, 2049, 2056, 4096, 6152}) {
         CAPTURE(K);
         CAPTURE(L);
         parity("conv", {{2, 67, L}, {67, K}, {67}}, dt,
@@ -192,6 +252,45 @@ TEST_CASE("cuda parity: causal conv1d (widths 2..4, silu, states, odd lengths)")
         });
       }
     }
+  }
+}
+
+// x as a strided view (batch and channel strides, time contiguous), as the
+// mixer passes a slice of in_proj's (2Di, B, L) output.
+TEST_CASE("cuda parity: causal conv1d on strided views of x") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (int64_t K : {2, 4}) {
+      for (int64_t L : {7, 8, 1032, 2048, 4104}) {
+        CAPTURE(K);
+        CAPTURE(L);
+        parity("conv channel slice", {{2, 80, L}, {67, K}, {67}}, dt,
+               [](auto& in) { return causal_conv1d(in[0].narrow(1, 5, 67), in[1], in[2], true).out; });
+        parity("conv (dim, batch, len) view", {{67, 3, L}, {67, K}, {67}}, dt,
+               [](auto& in) { return causal_conv1d(in[0].permute({1, 0, 2}), in[1], in[2], true).out; });
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda: causal conv1d gives bit-identical gradients run to run") {
+  if (skip_without_gpu()) return;
+  Generator g = fresh();
+  Device dev = Device::cuda(0);
+  Tensor x = randn({4, 96, 2056}, DType::bf16, dev, &g), w = randn({96, 4}, DType::f32, dev, &g);
+  Tensor b = randn({96}, DType::f32, dev, &g), gout = randn({4, 96, 2056}, DType::bf16, dev, &g);
+  auto run = [&] {
+    Tensor xl = x.detach().set_requires_grad(true), wl = w.detach().set_requires_grad(true);
+    Tensor bl = b.detach().set_requires_grad(true);
+    Tensor out = causal_conv1d(xl, wl, bl, true).out;
+    backward(out, gout);
+    return std::vector<std::vector<double>>{out.to_vector(), xl.grad().to_vector(), wl.grad().to_vector(),
+                                            bl.grad().to_vector()};
+  };
+  auto r1 = run(), r2 = run();
+  for (size_t i = 0; i < r1.size(); ++i) {
+    CAPTURE(i);
+    CHECK(r1[i] == r2[i]);
   }
 }
 

@@ -25,6 +25,11 @@ TEST_CASE("gradcheck: rms_norm with and without residual") {
     auto o = rms_norm(in[0], in[1], 1e-5, in[2]);
     return std::vector<Tensor>{o.y, o.residual};
   }, {x, w, r});
+  // One output unused: its gradient reaches the backward undefined (the node
+  // is recorded with materialize_grads = false) and the term is skipped.
+  check_gradcheck([](auto& in) { return std::vector<Tensor>{rms_norm(in[0], in[1], 1e-5, in[2]).y}; }, {x, w, r});
+  check_gradcheck([w](auto& in) { return std::vector<Tensor>{rms_norm(in[0], w, 1e-5, in[1]).residual * 2.0}; },
+                  {x, r});
   CHECK_THROWS_WITH_AS(rms_norm(x, leaf({8})), doctest::Contains("weight must have shape [9]"), Error);
 }
 

@@ -94,6 +94,11 @@ void bench_norm(const BenchOptions& o, const Ceilings& c) {
     Tensor gy = randn({rows, d}, DType::bf16, dev, &g), gr = randn({rows, d}, DType::f32, dev, &g);
     auto t = cuda::time_it(
         [&](int i) {
+          // Gradients set to none each run, as a training step does: otherwise
+          // every run after the first adds its dx into x.grad (an extra
+          // elementwise kernel that is not the op's).
+          xg[i % nset].set_grad(Tensor());
+          wg.set_grad(Tensor());
           auto out = rms_norm(xg[i % nset], wg, 1e-5, rs[i % nset], true);
           backward({out.y, out.residual}, {gy, gr});
         },
@@ -122,8 +127,15 @@ void bench_conv(const BenchOptions& o, const Ceilings& c) {
   for (auto& x : xs) xg.push_back(x.detach().set_requires_grad(true));
   Tensor wg = w.detach().set_requires_grad(true), bg = b.detach().set_requires_grad(true);
   Tensor gout = randn({B, D, L}, DType::bf16, dev, &g);
-  auto t = cuda::time_it([&](int i) { backward(causal_conv1d(xg[i % nset], wg, bg, true).out, gout); }, o.warmup,
-                         o.iters, o.device);
+  auto t = cuda::time_it(
+      [&](int i) {
+        // Gradients set to none each run, as in training (see bench_norm).
+        xg[i % nset].set_grad(Tensor());
+        wg.set_grad(Tensor());
+        bg.set_grad(Tensor());
+        backward(causal_conv1d(xg[i % nset], wg, bg, true).out, gout);
+      },
+      o.warmup, o.iters, o.device);
   // fwd: read x, write out; bwd: read x, dout, write dx.
   double bytes = 5 * x_bytes;
   row("conv fwd+bwd", shape, t.median_ms, bytes, bytes / (c.copy_gbps * 1e9) * 1e3, "target <= 0.25 ms");
