@@ -92,4 +92,17 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
                int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr,
                const NormPrologue* norm = nullptr);
 
+// The decode step's fused residual add + RMSNorm for any number of rows
+// (the GEMV prologue's math, one block per row): x, residual as in `p`
+// (rows, K) contiguous, the residual stream to p.residual_out, and the
+// normalised rows (rows, K) straight in y_dtype (the compute dtype), so no
+// cast follows. Needs K*4 <= kGemvNormMaxSmem.
+void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, DType y_dtype, int device);
+
+// Launch the kernels above with programmatic dependent launch (cuda/pdl.cuh):
+// each one's blocks are dispatched while the previous kernel drains and wait
+// on the device for its results. Off by default; nn::Decoder turns it on
+// around its step (eager and captured). Process-wide, read at each launch.
+void set_decode_pdl(bool on);
+
 }  // namespace coil::cuda

@@ -71,17 +71,33 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   tokens_ = zeros({batch}, DType::i64, dev);
   logits_ = zeros({batch, pv}, c, dev);
 
+  gemv_ = opt_.gemv && batch <= kDecodeGemvMaxRows;
+  pdl_ = dev.is_cuda() && opt_.pdl;
   if (dev.is_cuda() && opt_.cuda_graph) {
     // One eager step first: lazily created library state (the cuBLASLt
     // handle and workspace) must exist before the capture, not inside it.
     run_step();
+    auto capture = [&] { graph_.capture(dev.index, [this] { run_step(); }); };
     try {
-      graph_.capture(dev.index, [this] { run_step(); });
+      capture();
     } catch (const Error& e) {
+      bool ok = false;
+      if (pdl_) {
+        // A driver that cannot capture programmatic launches: plain ones.
+        pdl_ = false;
+        try {
+          capture();
+          ok = true;
+          std::fprintf(stderr, "coil: warning: decode graph captured without PDL launches (%s)\n", e.what());
+        } catch (const Error&) {
+        }
+      }
       // Nothing ran during the failed capture: the eager step stays correct,
       // only slower. Say so instead of failing generation.
-      std::fprintf(stderr, "coil: warning: CUDA graph capture of the decode step failed (%s); stepping without it\n",
-                   e.what());
+      if (!ok)
+        std::fprintf(stderr,
+                     "coil: warning: CUDA graph capture of the decode step failed (%s); stepping without it\n",
+                     e.what());
     }
     // The warm-up advanced the states: start from zero as documented.
     for (Layer& l : layers_) {
@@ -92,11 +108,28 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   }
 }
 
+int64_t Decoder::gemv_max_batch() { return kDecodeGemvMaxRows; }
+
 Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
-  return opt_.gemv ? decode_linear(x, w, b) : linear(x, w, b);
+  return gemv_ ? decode_linear(x, w, b) : linear(x, w, b);
 }
 
+namespace {
+// The decode kernels launch with PDL only inside the step (other work on
+// the stream keeps plain launches), and the flag drops even on a throw.
+struct PdlScope {
+  explicit PdlScope(bool on) : on_(on) {
+    if (on_) set_decode_pdl(true);
+  }
+  ~PdlScope() {
+    if (on_) set_decode_pdl(false);
+  }
+  bool on_;
+};
+}  // namespace
+
 void Decoder::run_step() {
+  PdlScope pdl(pdl_);
   const bool res32 = cfg_.residual_in_fp32;
   const DType c = cfg_.compute_dtype;
   const int64_t di = cfg_.d_inner(), r = cfg_.resolved_dt_rank(), n = cfg_.d_state;
@@ -106,18 +139,18 @@ void Decoder::run_step() {
   Tensor residual;
   for (Layer& l : layers_) {
     // The block's norm, then xz (B, 2 Di) = x | z and x through the conv
-    // step (with gemv: all in one kernel).
+    // step (GEMV path: all in one kernel).
     Tensor xz, x;
-    if (opt_.gemv) {
+    if (gemv_) {
       NormLinearResult nl = decode_norm_linear(hidden, residual, l.norm_w, l.eps, res32, l.w_in, l.b_in,
                                                l.conv_state, l.conv_w, l.conv_b);
       residual = nl.residual;
       xz = nl.y;
       x = nl.conv_out;
     } else {
-      RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
+      AddNormResult nr = decode_add_rms_norm(hidden, residual, l.norm_w, l.eps, res32, c);
       residual = nr.residual;
-      xz = linear(to_dtype(nr.y, c), l.w_in, l.b_in);
+      xz = linear(nr.y, l.w_in, l.b_in);
       x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
     }
     Tensor x_dbl = project(x, l.w_x, Tensor());  // (B, R + 2N): dt | B | C
@@ -134,8 +167,14 @@ void Decoder::run_step() {
     s.softplus = true;
     hidden = project(selective_state_step(l.ssm_state, s), l.w_out, l.b_out);
   }
-  RmsNormResult nr = rms_norm(hidden, norm_f_w_, norm_f_eps_, residual, res32);
-  copy_(logits_, project(to_dtype(nr.y, c), head_w_, Tensor()));
+  if (gemv_) {
+    // norm_f fused into the LM head's GEMV, written straight into logits_.
+    decode_norm_linear(hidden, residual, norm_f_w_, norm_f_eps_, res32, head_w_, Tensor(), Tensor(), Tensor(),
+                       Tensor(), true, logits_);
+  } else {
+    AddNormResult nr = decode_add_rms_norm(hidden, residual, norm_f_w_, norm_f_eps_, res32, c);
+    copy_(logits_, linear(nr.y, head_w_));
+  }
   if (opt_.greedy) argmax_rows_(logits_, opt_.vocab_limit, tokens_);
 }
 

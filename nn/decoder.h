@@ -27,11 +27,18 @@ struct DecoderOptions {
   bool greedy = false;      // the step also writes argmax(logits) into tokens() (the next input)
   int64_t vocab_limit = 0;  // the argmax looks at ids < vocab_limit (0: the config's vocab_size)
   bool cuda_graph = true;   // on CUDA: capture the step once and replay it
-  // The projections and the LM head through GEMV kernels (batch <= 8 on
-  // CUDA) instead of cuBLASLt, with each block's norm and the conv step fused
-  // into in_proj's kernel (decode_norm_linear): 4 launches per layer instead
-  // of 6. The same math elsewhere (the ops one by one).
-  bool gemv = false;
+  // At batch <= 8 (cuda::kGemvMaxRows): the projections and the LM head
+  // through GEMV kernels instead of cuBLASLt, with each block's add + norm
+  // and the conv step fused into in_proj's kernel and norm_f into the LM
+  // head's (decode_norm_linear): 4 kernels per layer. Larger batches keep
+  // cuBLASLt GEMMs with the one-kernel add + norm (decode_add_rms_norm).
+  // Off: the cuBLASLt path at every batch (the comparison in the bench).
+  // The same math either way on the CPU (the ops one by one).
+  bool gemv = true;
+  // On CUDA: the decode kernels launch with programmatic dependent launch
+  // (cuda/pdl.cuh), hiding most of the launch gap between them. Falls back
+  // to plain launches when the graph capture refuses it.
+  bool pdl = true;
 };
 
 class Decoder {
@@ -56,6 +63,8 @@ class Decoder {
   const Tensor& tokens() const { return tokens_; }  // (batch) i64
   int64_t batch() const { return batch_; }
   bool graphed() const { return graph_.ready(); }
+  bool pdl() const { return pdl_; }
+  static int64_t gemv_max_batch();  // the largest batch the GEMV path takes  // PDL launches in effect (see DecoderOptions::pdl)
   // What one step reads: weights (the copies above, the embedding rows and
   // the LM head) and the states (read once and written once per step).
   size_t weight_bytes() const;
@@ -80,6 +89,8 @@ class Decoder {
   Tensor norm_f_w_, head_w_;
   double norm_f_eps_ = 1e-5;
   Tensor tokens_, logits_;
+  bool gemv_ = false;  // the GEMV path applies at this batch
+  bool pdl_ = false;
   cuda_ctx::Graph graph_;
 };
 

@@ -12,6 +12,7 @@
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/mamba_step.h"
+static_assert(coil::kDecodeGemvMaxRows == coil::cuda::kGemvMaxRows);
 #endif
 
 namespace coil {
@@ -275,11 +276,18 @@ LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tens
 
 NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
                                     bool residual_in_fp32, const Tensor& w, const Tensor& bias,
-                                    const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b, bool silu) {
+                                    const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b, bool silu,
+                                    const Tensor& out) {
   const char* op = "decode_norm_linear";
   detail::check_defined(op, x, "x");
   detail::check_defined(op, w, "w");
   detail::check_defined(op, norm_w, "norm weight");
+  if (out.defined()) {
+    COIL_CHECK(out.dim() == 2 && x.dim() == 2 && w.dim() == 2 && out.size(0) == x.size(0) &&
+                   out.size(1) == w.size(0) && out.dtype() == w.dtype() && out.is_contiguous(),
+               op, ": out must be (M, N) contiguous in w's dtype, got ", out.desc());
+    detail::check_same_device(op, {x, out});
+  }
 #ifdef COIL_WITH_CUDA
   auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
   const DType dt = w.dtype();
@@ -302,7 +310,7 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
     Tensor wc = contiguous(w.detach()).detach(), bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
     NormLinearResult r;
     r.residual = Tensor::empty({m, k}, rdt, x.device());
-    r.y = Tensor::empty({m, n}, dt, x.device());
+    r.y = out.defined() ? out.detach() : Tensor::empty({m, n}, dt, x.device());
     cuda::NormPrologue np;
     np.x = xc.data_ptr();
     np.x_dtype = xc.dtype();
@@ -339,7 +347,59 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
   } else {
     r.y = decode_linear(h, w, bias);
   }
+  if (out.defined()) {
+    copy_(out, r.y);
+    r.y = out.detach();
+  }
   return r;
+}
+
+AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                  bool residual_in_fp32, DType out_dtype) {
+  const char* op = "decode_add_rms_norm";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, norm_w, "norm weight");
+#ifdef COIL_WITH_CUDA
+  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+  const int64_t k = x.dim() == 2 ? x.size(1) : 0;
+  if (x.is_cuda() && x.dim() == 2 && k >= 1 && act(x.dtype()) && act(out_dtype) &&
+      (!residual.defined() || act(residual.dtype())) && norm_w.dtype() == DType::f32 &&
+      size_t(k) * sizeof(float) <= cuda::kGemvNormMaxSmem) {
+    const int64_t m = x.size(0);
+    detail::check_shape(op, norm_w, "norm weight", {k});
+    if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
+    COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+    detail::check_same_device(op, {x, residual, norm_w});
+    // The residual stream's dtype, as rms_norm picks it.
+    const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
+    Tensor xc = contiguous(x.detach()).detach(), nw = contiguous(norm_w.detach()).detach();
+    Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+    AddNormResult r;
+    r.residual = Tensor::empty({m, k}, rdt, x.device());
+    r.y = Tensor::empty({m, k}, out_dtype, x.device());
+    cuda::NormPrologue np;
+    np.x = xc.data_ptr();
+    np.x_dtype = xc.dtype();
+    np.residual = rc.defined() ? rc.data_ptr() : nullptr;
+    np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
+    np.weight = nw.data<float>();
+    np.eps = float(eps);
+    np.residual_out = r.residual.data_ptr();
+    np.residual_out_dtype = rdt;
+    cuda::add_rms_norm_rows(np, m, k, r.y.data_ptr(), out_dtype, x.device().index);
+    return r;
+  }
+#endif
+  RmsNormResult nr = rms_norm(x, norm_w, eps, residual, residual_in_fp32);
+  return {nr.residual, to_dtype(nr.y, out_dtype)};
+}
+
+void set_decode_pdl(bool on) {
+#ifdef COIL_WITH_CUDA
+  cuda::set_decode_pdl(on);
+#else
+  (void)on;
+#endif
 }
 
 void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out) {

@@ -41,6 +41,8 @@ Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in);
 // one GEMV kernel that reads each weight row once for all M rows (no
 // cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
 Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// The most rows the GEMV kernels take (cuda::kGemvMaxRows).
+constexpr int64_t kDecodeGemvMaxRows = 8;
 
 // decode_linear with the conv step fused in (in_proj then the conv on its x
 // half): y = decode_linear(x, w, bias) (M, N) and conv_out =
@@ -59,6 +61,8 @@ LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tens
 // residual stream, the product and the conv output (undefined without
 // conv_state). On CUDA with M <= 8 (and M*K floats fitting in shared
 // memory) one kernel does all of it; elsewhere the ops run one by one.
+// `out`, when given ((M, N) contiguous in w's dtype), receives the product
+// (the fused kernel writes it in place; otherwise it is copied there).
 struct NormLinearResult {
   Tensor residual;
   Tensor y;
@@ -67,7 +71,23 @@ struct NormLinearResult {
 NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
                                     bool residual_in_fp32, const Tensor& w, const Tensor& bias,
                                     const Tensor& conv_state = Tensor(), const Tensor& conv_w = Tensor(),
-                                    const Tensor& conv_b = Tensor(), bool silu = true);
+                                    const Tensor& conv_b = Tensor(), bool silu = true, const Tensor& out = Tensor());
+
+// The residual add + RMSNorm of a decode step with its output already in
+// `out_dtype` (the compute dtype): rms_norm(x, norm_w, eps, residual,
+// residual_in_fp32) then to_dtype(y, out_dtype), as one kernel on CUDA (a
+// block per row; rows of up to ~11k floats), the two ops elsewhere.
+struct AddNormResult {
+  Tensor residual;
+  Tensor y;
+};
+AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                  bool residual_in_fp32, DType out_dtype);
+
+// While on, the decode kernels (conv/SSM step, GEMV, add + norm, argmax)
+// launch with programmatic dependent launch on CUDA (cuda/pdl.cuh). A no-op
+// without CUDA.
+void set_decode_pdl(bool on);
 
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
