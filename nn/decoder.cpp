@@ -110,8 +110,15 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
 
 int64_t Decoder::gemv_max_batch() { return kDecodeGemvMaxRows; }
 
-Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
-  return gemv_ ? decode_linear(x, w, b) : linear(x, w, b);
+Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const {
+  if (!gemv_) return linear(x, w, b);
+  Tensor r = decode_linear(x, w, b, slot);
+  bind(slot, r);
+  return r;
+}
+
+void Decoder::bind(Tensor& slot, const Tensor& result) {
+  if (!slot.defined()) slot = result;
 }
 
 namespace {
@@ -135,25 +142,35 @@ void Decoder::run_step() {
   const int64_t di = cfg_.d_inner(), r = cfg_.resolved_dt_rank(), n = cfg_.d_state;
   // Everything allocated here is a temporary that dies before the return:
   // inside a capture, each is an allocation node freed within the graph.
-  Tensor hidden = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
-  Tensor residual;
+  // The embedding's output lives to the end of the step: freed earlier, it
+  // would be a free node between two kernels of the captured chain.
+  const Tensor emb = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
+  Tensor hidden = emb, residual;
+  size_t li = 0;
   for (Layer& l : layers_) {
+    Tensor& res_out = res_[li++ % 2];  // ping-pong: a layer reads one, writes the other
     // The block's norm, then xz (B, 2 Di) = x | z and x through the conv
     // step (GEMV path: all in one kernel).
     Tensor xz, x;
     if (gemv_) {
       NormLinearResult nl = decode_norm_linear(hidden, residual, l.norm_w, l.eps, res32, l.w_in, l.b_in,
-                                               l.conv_state, l.conv_w, l.conv_b);
+                                               l.conv_state, l.conv_w, l.conv_b, true, xz_, res_out, xc_);
+      bind(xz_, nl.y);
+      bind(res_out, nl.residual);
+      bind(xc_, nl.conv_out);
       residual = nl.residual;
       xz = nl.y;
       x = nl.conv_out;
     } else {
-      AddNormResult nr = decode_add_rms_norm(hidden, residual, l.norm_w, l.eps, res32, c);
+      AddNormResult nr = decode_add_rms_norm(hidden, residual, l.norm_w, l.eps, res32, c, normed_, res_out);
+      bind(normed_, nr.y);
+      bind(res_out, nr.residual);
       residual = nr.residual;
       xz = linear(nr.y, l.w_in, l.b_in);
-      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
+      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
+      bind(xc_, x);
     }
-    Tensor x_dbl = project(x, l.w_x, Tensor());  // (B, R + 2N): dt | B | C
+    Tensor x_dbl = project(x, l.w_x, Tensor(), xdbl_);  // (B, R + 2N): dt | B | C
     SsmStepInputs s;
     s.x = x;
     s.dt = narrow(x_dbl, 1, 0, r);
@@ -165,14 +182,20 @@ void Decoder::run_step() {
     s.z = narrow(xz, 1, di, di);
     s.dt_bias = l.dt_bias;
     s.softplus = true;
-    hidden = project(selective_state_step(l.ssm_state, s), l.w_out, l.b_out);
+    Tensor y = selective_state_step(l.ssm_state, s, y_);
+    bind(y_, y);
+    hidden = project(y, l.w_out, l.b_out, hid_);
   }
+  Tensor& res_out = res_[li % 2];
   if (gemv_) {
     // norm_f fused into the LM head's GEMV, written straight into logits_.
-    decode_norm_linear(hidden, residual, norm_f_w_, norm_f_eps_, res32, head_w_, Tensor(), Tensor(), Tensor(),
-                       Tensor(), true, logits_);
+    NormLinearResult nl = decode_norm_linear(hidden, residual, norm_f_w_, norm_f_eps_, res32, head_w_, Tensor(),
+                                             Tensor(), Tensor(), Tensor(), true, logits_, res_out);
+    bind(res_out, nl.residual);
   } else {
-    AddNormResult nr = decode_add_rms_norm(hidden, residual, norm_f_w_, norm_f_eps_, res32, c);
+    AddNormResult nr = decode_add_rms_norm(hidden, residual, norm_f_w_, norm_f_eps_, res32, c, normed_, res_out);
+    bind(normed_, nr.y);
+    bind(res_out, nr.residual);
     copy_(logits_, linear(nr.y, head_w_));
   }
   if (opt_.greedy) argmax_rows_(logits_, opt_.vocab_limit, tokens_);

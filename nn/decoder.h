@@ -79,7 +79,14 @@ class Decoder {
     double eps = 1e-5;
   };
   void run_step();  // the step as ops (eager; what the graph captures)
-  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  // x_proj/out_proj: the GEMV into `slot` (GEMV path) or cuBLASLt.
+  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const;
+  // The step's intermediates live in fixed buffers (the slots below), so a
+  // captured step allocates and frees nothing between its kernels (graph
+  // allocation nodes would sit between the PDL launches and serialise
+  // them). The first step binds each slot to the tensor its op allocated;
+  // later steps pass it as the op's `out`.
+  static void bind(Tensor& slot, const Tensor& result);
 
   const MambaLM& model_;
   MambaConfig cfg_;
@@ -89,6 +96,7 @@ class Decoder {
   Tensor norm_f_w_, head_w_;
   double norm_f_eps_ = 1e-5;
   Tensor tokens_, logits_;
+  Tensor xz_, xc_, xdbl_, y_, hid_, normed_, res_[2];  // the slots (shared by the layers)
   bool gemv_ = false;  // the GEMV path applies at this batch
   bool pdl_ = false;
   cuda_ctx::Graph graph_;
