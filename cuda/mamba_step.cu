@@ -288,10 +288,16 @@ __global__ void add_rms_norm_kernel(NormPrologue p, int64_t K, T* y) {
 // depends on the block index only. Norm: the input rows come from the norm
 // prologue (shared memory) instead of x.
 template <class T, bool Vec, bool Norm>
-__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
-                            int wpr, ConvStepArgs conv, NormPrologue norm) {
+__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M_all, int64_t N,
+                            int64_t K, int wpr, ConvStepArgs conv, NormPrologue norm) {
   extern __shared__ float4 xs4[];  // Norm: M*K floats, 16-byte aligned
   float* xs = reinterpret_cast<float*>(xs4);
+  // blockIdx.y picks a tile of up to kGemvMax input rows (one tile with
+  // the norm prologue or the conv epilogue: the host checks).
+  const int m0 = int(blockIdx.y) * kGemvMax;
+  const int M = min(M_all - m0, kGemvMax);
+  x += int64_t(m0) * x_row;
+  y += int64_t(m0) * N;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kGemvThreads / 32 / wpr;
   const int part = warp % wpr;
@@ -390,7 +396,9 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
 
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
                int64_t N, int64_t K, int device, const ConvStepArgs* conv, const NormPrologue* norm) {
-  COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
+  COIL_CHECK(M >= 1 && M <= kGemvMaxTiledRows, "gemv_rows: 1..", kGemvMaxTiledRows, " input rows, got ", M);
+  COIL_CHECK(M <= kGemvMaxRows || (!conv && !norm), "gemv_rows: the conv epilogue and the norm prologue take 1..",
+             kGemvMaxRows, " rows, got ", M);
   ConvStepArgs ca;  // out == nullptr: no conv epilogue
   if (conv) {
     COIL_CHECK(conv->batch == M && conv->dim <= N && conv->dtype == dtype && conv->out && conv->w,
@@ -410,18 +418,25 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
   if (N == 0) return;
   const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
   int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
-  // With the norm prologue every block pays for the M norms: a grid of a
-  // few blocks per SM, each striding over many rows (the LM head: 6285 row
-  // groups), instead of one prologue per 8 rows.
-  if (norm) blocks = std::min<int64_t>(blocks, int64_t(sm_count()) * 4);
   COIL_CHECK(blocks <= int64_t(INT32_MAX), "gemv_rows: too many rows (", N, ")");
   dispatch_act(dtype, "gemv_rows", [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int64_t E = 16 / int64_t(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    // (x_row % E also keeps every row tile's start aligned.)
     const bool vec = K % E == 0 && aligned(w) && (norm || ((M == 1 || x_row % E == 0) && aligned(x)));
     auto launch = [&](auto kernel) {
-      launch_maybe_pdl(kernel, dim3(unsigned(blocks)), dim3(kGemvThreads), smem, stream_of(device),
+      int64_t grid = blocks;
+      if (norm) {
+        // With the norm prologue every block pays for the M norms: one wave
+        // of resident blocks, each striding over many rows (the LM head:
+        // 6285 row groups), instead of one prologue per 8 rows.
+        int per_sm = 0;
+        COIL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
+        grid = std::min<int64_t>(grid, int64_t(std::max(per_sm, 1)) * sm_count());
+      }
+      const unsigned tiles = unsigned((M + kGemvMaxRows - 1) / kGemvMaxRows);
+      launch_maybe_pdl(kernel, dim3(unsigned(grid), tiles), dim3(kGemvThreads), smem, stream_of(device),
                        static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias),
                        static_cast<T*>(y), int(M), N, K, wpr, ca, np);
     };

@@ -72,6 +72,7 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   logits_ = zeros({batch, pv}, c, dev);
 
   gemv_ = opt_.gemv && batch <= kDecodeGemvMaxRows;
+  gemv_proj_ = opt_.gemv && batch <= kGemvProjMaxBatch;
   pdl_ = dev.is_cuda() && opt_.pdl;
   if (dev.is_cuda() && opt_.cuda_graph) {
     // One eager step first: lazily created library state (the cuBLASLt
@@ -108,10 +109,10 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   }
 }
 
-int64_t Decoder::gemv_max_batch() { return kDecodeGemvMaxRows; }
+int64_t Decoder::gemv_max_batch() { return kGemvProjMaxBatch; }
 
 Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const {
-  if (!gemv_) return linear(x, w, b);
+  if (!gemv_proj_) return linear(x, w, b);
   Tensor r = decode_linear(x, w, b, slot);
   bind(slot, r);
   return r;

@@ -32,7 +32,9 @@ struct DecoderOptions {
   // and the conv step fused into in_proj's kernel and norm_f into the LM
   // head's (decode_norm_linear): 4 kernels per layer. Larger batches keep
   // cuBLASLt GEMMs with the one-kernel add + norm (decode_add_rms_norm).
-  // Off: the cuBLASLt path at every batch (the comparison in the bench).
+  // Up to batch 64, x_proj and out_proj stay GEMV kernels (row tiles of 8
+  // re-reading their small weights from L2) next to cuBLASLt's in_proj and
+  // LM head. Off: cuBLASLt at every batch (the comparison in the bench).
   // The same math either way on the CPU (the ops one by one).
   bool gemv = true;
   // On CUDA: the decode kernels launch with programmatic dependent launch
@@ -64,7 +66,7 @@ class Decoder {
   int64_t batch() const { return batch_; }
   bool graphed() const { return graph_.ready(); }
   bool pdl() const { return pdl_; }
-  static int64_t gemv_max_batch();  // the largest batch the GEMV path takes  // PDL launches in effect (see DecoderOptions::pdl)
+  static int64_t gemv_max_batch();  // the largest batch DecoderOptions::gemv changes  // PDL launches in effect (see DecoderOptions::pdl)
   // What one step reads: weights (the copies above, the embedding rows and
   // the LM head) and the states (read once and written once per step).
   size_t weight_bytes() const;
@@ -79,7 +81,7 @@ class Decoder {
     double eps = 1e-5;
   };
   void run_step();  // the step as ops (eager; what the graph captures)
-  // x_proj/out_proj: the GEMV into `slot` (GEMV path) or cuBLASLt.
+  // x_proj/out_proj: the GEMV into `slot` (gemv_proj_) or cuBLASLt.
   Tensor project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const;
   // The step's intermediates live in fixed buffers (the slots below), so a
   // captured step allocates and frees nothing between its kernels (graph
@@ -97,7 +99,9 @@ class Decoder {
   double norm_f_eps_ = 1e-5;
   Tensor tokens_, logits_;
   Tensor xz_, xc_, xdbl_, y_, hid_, normed_, res_[2];  // the slots (shared by the layers)
-  bool gemv_ = false;  // the GEMV path applies at this batch
+  bool gemv_ = false;       // the fused GEMV path applies at this batch
+  bool gemv_proj_ = false;  // x_proj, out_proj through the GEMV kernel
+  static constexpr int64_t kGemvProjMaxBatch = 64;
   bool pdl_ = false;
   cuda_ctx::Graph graph_;
 };

@@ -244,7 +244,7 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
 #ifdef COIL_WITH_CUDA
   const DType dt = x.dtype();
   const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
-  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxRows && k >= 1 && w.dtype() == dt &&
+  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxTiledRows && k >= 1 && w.dtype() == dt &&
       (!bias.defined() || bias.dtype() == dt)) {
     detail::check_same_device(op, {x, w, bias});
     Tensor xv = rows_view(x), wc = contiguous(w.detach()).detach();

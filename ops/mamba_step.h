@@ -39,11 +39,14 @@ struct SsmStepInputs {
 Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in, const Tensor& out = Tensor());
 
 // linear(x, w, bias) for a decode step's few rows: x (M, K), w (N, K),
-// bias (N) or undefined -> (M, N) in x's dtype. On CUDA with M <= 8 it is
-// one GEMV kernel that reads each weight row once for all M rows (no
-// cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
+// bias (N) or undefined -> (M, N) in x's dtype. On CUDA it is one GEMV
+// kernel (no cuBLASLt heuristics, no split-K second kernel) that reads each
+// weight row once per tile of 8 rows: right for M <= 8, and for a few tiles
+// when the weights stay in L2 (x_proj, out_proj at batch 64); elsewhere it
+// is linear().
 Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& out = Tensor());
-// The most rows the GEMV kernels take (cuda::kGemvMaxRows).
+// The most rows the fused GEMV kernels (norm prologue, conv epilogue) take
+// (cuda::kGemvMaxRows); decode_linear tiles larger M.
 constexpr int64_t kDecodeGemvMaxRows = 8;
 
 // decode_linear with the conv step fused in (in_proj then the conv on its x

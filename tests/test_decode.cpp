@@ -340,9 +340,11 @@ TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear
   };
   // Aligned K (16-byte loads) and odd K (scalar loads); N across the
   // warps-per-row choices; x as a column slice of a wider tensor.
+  // M > 8 runs as row tiles of 8 (the last one partial).
   for (S s : {S{1, 3072, 768, false, false}, S{3, 80, 1536, false, true}, S{8, 768, 1536, true, false},
               S{5, 37, 37, true, true}, S{1, 50280, 768, false, false}, S{2, 513, 40, false, true},
-              S{9, 10, 16, false, false}})
+              S{9, 10, 16, false, false}, S{64, 80, 1536, false, true}, S{64, 768, 1536, true, false},
+              S{37, 37, 37, true, true}, S{17, 513, 40, false, false}})
     for (DType dt : {DType::f32, DType::bf16}) {
       CAPTURE(s.m);
       CAPTURE(s.n);
@@ -447,8 +449,9 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   Poison poison;
   nn::MambaLM m32(small_lm(DType::f32, DType::f32), 5, Device::cuda());
   // GEMV path (batch <= 8) and cuBLASLt path, graphed and eager, with and
-  // without PDL launches; batches 1, 3, 8 (GEMV), 9 and 64 (cuBLASLt + the
-  // one-kernel add + norm).
+  // without PDL launches; batches 1, 3, 8 (fused GEMV), 9 and 64 (cuBLASLt
+  // in_proj and head, the one-kernel add + norm, tiled GEMVs for x_proj and
+  // out_proj), 65 (cuBLASLt only).
   CHECK(decoder_vs_ops(m32, 3, 7, 6, true) < 1e-5);
   CHECK(decoder_vs_ops(m32, 1, 1, 3, false) < 1e-5);
   CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/false) < 1e-5);
@@ -461,6 +464,8 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   CHECK(decoder_vs_ops(mbf, 9, 4, 4, true) < 1e-2);
   CHECK(decoder_vs_ops(mbf, 64, 4, 4, true) < 1e-2);
   CHECK(decoder_vs_ops(mbf, 64, 4, 4, false, true, /*pdl=*/false) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 64, 4, 4, true, /*gemv=*/false) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 65, 2, 2, true) < 1e-2);  // past the tiled GEMV's batch: all cuBLASLt
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;

@@ -317,8 +317,8 @@ void bench_generate(const BenchOptions& o, const Ceilings& c) {
     std::printf("%-22s %-34s step %9.4f ms  %10.0f tok/s\n", "  op path", "MambaLM::step, no graph", to.median_ms,
                 double(b) / (to.median_ms * 1e-3));
     // The default step against its ablations (each its own graph, fed the
-    // same greedy loop): without PDL launches, and (batch <= 8) with the
-    // cuBLASLt projections instead of the GEMV kernels.
+    // same greedy loop): without PDL launches, and (batch <= 64) with the
+    // cuBLASLt projections instead of the GEMV kernels (batch <= 64).
     auto variant = [&](const char* name, const char* what, const nn::DecoderOptions& ov) {
       nn::Decoder dv(model, b, ov);
       dv.prefill(ids);
