@@ -460,6 +460,7 @@ std::atomic<bool> g_decode_pdl{false};
 
 void set_decode_pdl(bool on) { g_decode_pdl.store(on); }
 bool decode_pdl_enabled() { return g_decode_pdl.load(); }
+void clear_launch_error() { (void)cudaGetLastError(); }
 
 void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, DType y_dtype, int device) {
   COIL_CHECK(p.x && p.weight && p.residual_out && y, "add_rms_norm_rows: incomplete arguments");

@@ -108,5 +108,8 @@ void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, 
 // on the device for its results. Off by default; nn::Decoder turns it on
 // around its step (eager and captured). Process-wide, read at each launch.
 void set_decode_pdl(bool on);
+// Drops the pending (non-sticky) error a refused capture or launch left in
+// the runtime, so a retry without PDL does not trip over it.
+void clear_launch_error();
 
 }  // namespace coil::cuda

@@ -1,6 +1,7 @@
 #include "nn/decoder.h"
 
 #include <cstdio>
+#include <vector>
 
 #include "autograd/grad_mode.h"
 #include "ops/creation.h"
@@ -82,6 +83,7 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
     try {
       capture();
     } catch (const Error& e) {
+      decode_clear_launch_error();  // what the refused capture left pending
       bool ok = false;
       if (pdl_) {
         // A driver that cannot capture programmatic launches: plain ones.
@@ -91,6 +93,7 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
           ok = true;
           std::fprintf(stderr, "coil: warning: decode graph captured without PDL launches (%s)\n", e.what());
         } catch (const Error&) {
+          decode_clear_launch_error();
         }
       }
       // Nothing ran during the failed capture: the eager step stays correct,
@@ -147,6 +150,9 @@ void Decoder::run_step() {
   // would be a free node between two kernels of the captured chain.
   const Tensor emb = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
   Tensor hidden = emb, residual;
+  // cuBLASLt's outputs are allocated per call; they too live to the end of
+  // the step, so their frees do not split the PDL chain of our kernels.
+  std::vector<Tensor> keep;
   size_t li = 0;
   for (Layer& l : layers_) {
     Tensor& res_out = res_[li++ % 2];  // ping-pong: a layer reads one, writes the other
@@ -168,10 +174,12 @@ void Decoder::run_step() {
       bind(res_out, nr.residual);
       residual = nr.residual;
       xz = linear(nr.y, l.w_in, l.b_in);
+      keep.push_back(xz);
       x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
       bind(xc_, x);
     }
     Tensor x_dbl = project(x, l.w_x, Tensor(), xdbl_);  // (B, R + 2N): dt | B | C
+    if (!gemv_proj_) keep.push_back(x_dbl);
     SsmStepInputs s;
     s.x = x;
     s.dt = narrow(x_dbl, 1, 0, r);
@@ -186,6 +194,7 @@ void Decoder::run_step() {
     Tensor y = selective_state_step(l.ssm_state, s, y_);
     bind(y_, y);
     hidden = project(y, l.w_out, l.b_out, hid_);
+    if (!gemv_proj_) keep.push_back(hidden);
   }
   Tensor& res_out = res_[li % 2];
   if (gemv_) {

@@ -420,6 +420,12 @@ void set_decode_pdl(bool on) {
 #endif
 }
 
+void decode_clear_launch_error() {
+#ifdef COIL_WITH_CUDA
+  cuda::clear_launch_error();
+#endif
+}
+
 void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out) {
   const char* op = "argmax_rows_";
   detail::check_defined(op, logits, "logits");

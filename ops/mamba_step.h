@@ -97,6 +97,9 @@ AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const
 // launch with programmatic dependent launch on CUDA (cuda/pdl.cuh). A no-op
 // without CUDA.
 void set_decode_pdl(bool on);
+// Drops a pending CUDA error left by a refused graph capture before the
+// decoder retries it without PDL (a no-op without CUDA).
+void decode_clear_launch_error();
 
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or
