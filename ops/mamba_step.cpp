@@ -304,7 +304,6 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
   detail::check_defined(op, x, "x");
   detail::check_defined(op, w, "w");
   detail::check_defined(op, norm_w, "norm weight");
-
 #ifdef COIL_WITH_CUDA
   auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
   const DType dt = w.dtype();
