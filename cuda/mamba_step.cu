@@ -67,8 +67,6 @@ __device__ __forceinline__ float group_sum(float v) {
 
 template <class T, int G>
 __global__ void ssm_step_kernel(SsmStepArgs a) {
-  pdl_wait();
-  pdl_trigger();
   const int64_t n = a.batch * a.dim;
   const T* x = static_cast<const T*>(a.x);
   const T* dt_in = static_cast<const T*>(a.dt_in);
@@ -79,6 +77,21 @@ __global__ void ssm_step_kernel(SsmStepArgs a) {
   const int j = threadIdx.x % G;
   constexpr int kGroupsPerWarp = 32 / G;
   const int64_t groups_per_block = blockDim.x / G;
+  {
+    // While the previous kernel (x_proj) drains: pull the first channel's
+    // state row, A row and dt_proj row into L2. Only a cache hint (the L2
+    // is the point of coherence), and none of these is written by the
+    // kernels this one waits for.
+    const int64_t i0 = int64_t(blockIdx.x) * groups_per_block + threadIdx.x / G;
+    if (j == 0 && i0 < n) {
+      const int64_t d0 = i0 % a.dim;
+      prefetch_l2(a.state + i0 * a.dstate);
+      prefetch_l2(a.A + d0 * a.dstate);
+      if (dt_w) prefetch_l2(dt_w + d0 * a.dt_rank);
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
   // The loop runs per warp (its first group's index decides), so every lane
   // of a warp reaches each full-mask shuffle; groups past the end compute
   // on a clamped index and store nothing.

@@ -11,7 +11,8 @@
 //
 // The contract for a kernel launched through launch_maybe_pdl: it calls
 // pdl_wait() before touching any memory a previous kernel may write or read
-// (it may prefetch constant weights before), then pdl_trigger(). Every
+// (before it, only L2 prefetches: hints with no effect on what is read),
+// then pdl_trigger(). Every
 // kernel launched with the attribute waits, so a chain of them is ordered
 // transitively. Without the attribute (or before sm_90) both are no-ops.
 #pragma once
@@ -35,8 +36,8 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// Warm the L2 with a constant operand (a weight row) before pdl_wait(): its
-// HBM reads then overlap the previous kernel's tail.
+// Warm the L2 with an operand (a weight row, a state row) before
+// pdl_wait(): its HBM reads then overlap the previous kernel's tail.
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
