@@ -1,6 +1,8 @@
 #include "nn/decoder.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "autograd/grad_mode.h"
@@ -74,7 +76,10 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
 
   gemv_ = opt_.gemv && batch <= kDecodeGemvMaxRows;
   gemv_proj_ = opt_.gemv && batch <= kGemvProjMaxBatch;
-  pdl_ = dev.is_cuda() && opt_.pdl;
+  // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
+  // the launches, whatever the options say).
+  const char* pdl_env = std::getenv("COIL_DECODE_PDL");
+  pdl_ = dev.is_cuda() && opt_.pdl && !(pdl_env && std::string(pdl_env) == "0");
   if (dev.is_cuda() && opt_.cuda_graph) {
     // One eager step first: lazily created library state (the cuBLASLt
     // handle and workspace) must exist before the capture, not inside it.

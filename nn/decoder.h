@@ -39,7 +39,8 @@ struct DecoderOptions {
   bool gemv = true;
   // On CUDA: the decode kernels launch with programmatic dependent launch
   // (cuda/pdl.cuh), hiding most of the launch gap between them. Falls back
-  // to plain launches when the graph capture refuses it.
+  // to plain launches when the graph capture refuses it, and off when the
+  // environment has COIL_DECODE_PDL=0.
   bool pdl = true;
 };
 
