@@ -1,7 +1,10 @@
 #include "cuda/block_reduce.cuh"
 #include "cuda/common.cuh"
 #include "cuda/mamba_step.h"
+#include "cuda/pdl.cuh"
 
+#include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cstdint>
 
@@ -39,6 +42,8 @@ __device__ __forceinline__ void conv_one(const ConvStepArgs& a, int64_t b, int64
 // One thread per (b, c).
 template <class T>
 __global__ void conv_step_kernel(ConvStepArgs a) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t n = a.batch * a.dim;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = i / a.dim, c = i - b * a.dim;
@@ -46,9 +51,21 @@ __global__ void conv_step_kernel(ConvStepArgs a) {
   }
 }
 
-// One thread per (b, d): its dstate entries of h are contiguous f32; B and C
-// rows are shared by the threads of one sequence (served from L1).
-template <class T, bool Vec4>
+// G lanes (a power of two <= 32, within one warp) per (b, d): lane j owns
+// states j, j+G, ... of h (adjacent lanes read adjacent f32 words of a
+// state row: coalesced) and the dt_proj terms j, j+G, ...; shuffles within
+// the group sum the dt dot and C.h. At batch 1 (d_inner 1536, G 16) that is
+// 24k threads instead of the 1536 of a thread per channel looping over all
+// states, so the step's exp/FMA chains and loads spread over all SMs.
+// The group sums go through a fixed butterfly: deterministic run to run.
+template <int G>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, G);
+  return v;
+}
+
+template <class T, int G>
 __global__ void ssm_step_kernel(SsmStepArgs a) {
   const int64_t n = a.batch * a.dim;
   const T* x = static_cast<const T*>(a.x);
@@ -57,17 +74,40 @@ __global__ void ssm_step_kernel(SsmStepArgs a) {
   const T* Bm = static_cast<const T*>(a.B);
   const T* Cm = static_cast<const T*>(a.C);
   const T* z = static_cast<const T*>(a.z);
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  const int j = threadIdx.x % G;
+  constexpr int kGroupsPerWarp = 32 / G;
+  const int64_t groups_per_block = blockDim.x / G;
+  {
+    // While the previous kernel (x_proj) drains: pull the first channel's
+    // state row, A row and dt_proj row into L2. Only a cache hint (the L2
+    // is the point of coherence), and none of these is written by the
+    // kernels this one waits for.
+    const int64_t i0 = int64_t(blockIdx.x) * groups_per_block + threadIdx.x / G;
+    if (j == 0 && i0 < n) {
+      const int64_t d0 = i0 % a.dim;
+      prefetch_l2(a.state + i0 * a.dstate);
+      prefetch_l2(a.A + d0 * a.dstate);
+      if (dt_w) prefetch_l2(dt_w + d0 * a.dt_rank);
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
+  // The loop runs per warp (its first group's index decides), so every lane
+  // of a warp reaches each full-mask shuffle; groups past the end compute
+  // on a clamped index and store nothing.
+  for (int64_t iw = int64_t(blockIdx.x) * groups_per_block + (threadIdx.x / 32) * kGroupsPerWarp; iw < n;
+       iw += int64_t(gridDim.x) * groups_per_block) {
+    const int64_t iv = iw + (threadIdx.x % 32) / G;
+    const bool live = iv < n;
+    const int64_t i = live ? iv : n - 1;
     const int64_t b = i / a.dim, d = i - b * a.dim;
     const float xv = load_as<float, T>(x[b * a.x_row + d]);
     float dt = 0.f;
     if (dt_w) {
       const T* wr = dt_w + d * a.dt_rank;
       const T* ir = dt_in + b * a.dt_row;
-      // Unrolled so the row's loads (dt_rank 48 for mamba-130m) are in
-      // flight together; at batch 1 this dot is on the critical path.
-#pragma unroll 8
-      for (int64_t r = 0; r < a.dt_rank; ++r) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
+      for (int64_t r = j; r < a.dt_rank; r += G) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
+      dt = group_sum<G>(dt);
     } else {
       dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
     }
@@ -81,32 +121,18 @@ __global__ void ssm_step_kernel(SsmStepArgs a) {
     const T* Bb = Bm + b * a.B_row;
     const T* Cb = Cm + b * a.C_row;
     float y = 0.f;
-    int64_t k = 0;
-    if constexpr (Vec4) {
-      // 16-byte state loads and stores (dstate % 4 == 0: every h row and A
-      // row starts 16-byte aligned), the bulk of a step's memory traffic.
-#pragma unroll 4
-      for (; k < a.dstate; k += 4) {
-        const float4 h4 = *reinterpret_cast<const float4*>(h + k);
-        const float4 a4 = *reinterpret_cast<const float4*>(Ad + k);
-        float4 o;
-        o.x = expf(dt * a4.x) * h4.x + dtx * load_as<float, T>(Bb[k]);
-        o.y = expf(dt * a4.y) * h4.y + dtx * load_as<float, T>(Bb[k + 1]);
-        o.z = expf(dt * a4.z) * h4.z + dtx * load_as<float, T>(Bb[k + 2]);
-        o.w = expf(dt * a4.w) * h4.w + dtx * load_as<float, T>(Bb[k + 3]);
-        *reinterpret_cast<float4*>(h + k) = o;
-        y += load_as<float, T>(Cb[k]) * o.x + load_as<float, T>(Cb[k + 1]) * o.y +
-             load_as<float, T>(Cb[k + 2]) * o.z + load_as<float, T>(Cb[k + 3]) * o.w;
-      }
-    }
-    for (; k < a.dstate; ++k) {
-      const float hv = expf(dt * Ad[k]) * h[k] + dtx * load_as<float, T>(Bb[k]);
-      h[k] = hv;
+    for (int64_t k = j; k < a.dstate; k += G) {
+      // Dead lanes neither read nor write the state (the last live channel's).
+      const float hv = expf(dt * Ad[k]) * (live ? h[k] : 0.f) + dtx * load_as<float, T>(Bb[k]);
+      if (live) h[k] = hv;
       y += load_as<float, T>(Cb[k]) * hv;
     }
-    if (a.D) y += a.D[d] * xv;
-    if (z) y *= silu_f(load_as<float, T>(z[b * a.z_row + d]));
-    static_cast<T*>(a.out)[i] = store_as<T, float>(y);
+    y = group_sum<G>(y);
+    if (live && j == 0) {
+      if (a.D) y += a.D[d] * xv;
+      if (z) y *= silu_f(load_as<float, T>(z[b * a.z_row + d]));
+      static_cast<T*>(a.out)[i] = store_as<T, float>(y);
+    }
   }
 }
 
@@ -136,6 +162,8 @@ template <class T> struct Argmax {
 // warp-shuffle and shared-memory reduction. Vec: 16-byte aligned rows.
 template <class T, class I, bool Vec>
 __global__ void argmax_kernel(const T* x, int64_t limit, int64_t x_row, I* out) {
+  pdl_wait();
+  pdl_trigger();
   const T* row = x + int64_t(blockIdx.x) * x_row;
   const int64_t nt = blockDim.x;
   Argmax<T> best;
@@ -219,114 +247,161 @@ __device__ __forceinline__ void store_dyn(void* p, DType t, int64_t i, float v) 
     static_cast<float*>(p)[i] = v;
 }
 
+// One row of the fused residual add + RMSNorm, exactly as ops/rms_norm's
+// CUDA kernel and the cast to T would do it: r = x + residual rounded
+// through the residual's dtype, y = r * rsqrt(mean(r^2) + eps) * weight
+// rounded to x's dtype, then to T. The block's threads share the row; xs
+// (K floats) gets y; write_res: this block also writes the residual stream.
+template <class T>
+__device__ void norm_row(const NormPrologue& p, int64_t m, int64_t K, float* xs, bool write_res) {
+  __shared__ float scratch[32];
+  float ss = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+    float v = load_dyn(p.x, p.x_dtype, m * K + k);
+    if (p.residual) v += load_dyn(p.residual, p.residual_dtype, m * K + k);
+    v = round_dyn(v, p.residual_out_dtype);
+    if (write_res) store_dyn(p.residual_out, p.residual_out_dtype, m * K + k, v);
+    xs[k] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);  // ends with a barrier
+  const float rstd = rsqrtf(ss / float(K) + p.eps);
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+    xs[k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[k] * rstd * p.weight[k], p.x_dtype)));
+}
+
 // The norm prologue: each block normalises the M input rows into shared
-// memory (xs, M*K floats) exactly as ops/rms_norm's CUDA kernel and the
-// cast to T would: r = x + residual rounded through the residual's dtype,
-// y = r * rsqrt(mean(r^2) + eps) * weight rounded to x's dtype, then to T.
-// Block 0 also writes the new residual stream (a buffer no block reads).
+// memory (xs, M*K floats); block 0 also writes the new residual stream (a
+// buffer no block reads).
 template <class T>
 __device__ void norm_prologue(const NormPrologue& p, int M, int64_t K, float* xs) {
-  __shared__ float scratch[32];
-  for (int m = 0; m < M; ++m) {
-    float ss = 0.f;
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
-      float v = load_dyn(p.x, p.x_dtype, m * K + k);
-      if (p.residual) v += load_dyn(p.residual, p.residual_dtype, m * K + k);
-      v = round_dyn(v, p.residual_out_dtype);
-      if (blockIdx.x == 0) store_dyn(p.residual_out, p.residual_out_dtype, m * K + k, v);
-      xs[m * K + k] = v;
-      ss += v * v;
-    }
-    ss = block_sum(ss, scratch);
-    const float rstd = rsqrtf(ss / float(K) + p.eps);
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-      xs[m * K + k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[m * K + k] * rstd * p.weight[k], p.x_dtype)));
-  }
+  for (int m = 0; m < M; ++m) norm_row<T>(p, m, K, xs + m * K, blockIdx.x == 0);
   __syncthreads();
 }
 
+// The decode step's standalone add + RMSNorm (batches too large for the
+// GEMV's prologue): one block per row, the row staged in shared memory (K
+// floats), y written in T (the compute dtype: no separate cast kernel).
+template <class T>
+__global__ void add_rms_norm_kernel(NormPrologue p, int64_t K, T* y) {
+  extern __shared__ float4 xs4[];
+  float* xs = reinterpret_cast<float*>(xs4);
+  pdl_wait();
+  pdl_trigger();
+  const int64_t m = blockIdx.x;
+  norm_row<T>(p, m, K, xs, true);
+  // Each thread stores the values it normalised itself: no barrier needed.
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) y[m * K + k] = store_as<T, float>(xs[k]);
+}
+
 // Warps per output row `wpr` (1, 2, 4 or 8) split the K dimension; a block
-// covers 8 / wpr rows. Every thread reaches the barriers. Norm: the input
-// rows come from the norm prologue (shared memory) instead of x.
+// covers 8 / wpr rows per pass and strides over the rows by the grid (the
+// norm variant runs a capped grid, so each block's prologue is amortised
+// over several passes). Every thread reaches the barriers: the pass loop
+// depends on the block index only. Norm: the input rows come from the norm
+// prologue (shared memory) instead of x.
 template <class T, bool Vec, bool Norm>
-__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M, int64_t N, int64_t K,
-                            int wpr, ConvStepArgs conv, NormPrologue norm) {
+__global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M_all, int64_t N,
+                            int64_t K, int wpr, ConvStepArgs conv, NormPrologue norm) {
   extern __shared__ float4 xs4[];  // Norm: M*K floats, 16-byte aligned
   float* xs = reinterpret_cast<float*>(xs4);
-  if constexpr (Norm) norm_prologue<T>(norm, M, K, xs);
+  // blockIdx.y picks a tile of up to kGemvMax input rows (one tile with
+  // the norm prologue or the conv epilogue: the host checks).
+  const int m0 = int(blockIdx.y) * kGemvMax;
+  const int M = min(M_all - m0, kGemvMax);
+  x += int64_t(m0) * x_row;
+  y += int64_t(m0) * N;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kGemvThreads / 32 / wpr;
-  const int64_t n = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
   const int part = warp % wpr;
-  float acc[kGemvMax];
+  {
+    // The first pass's weight rows are constant: start pulling them into
+    // L2 while the previous kernel finishes (one 128-byte line per lane).
+    const int64_t n0 = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
+    if (n0 < N) {
+      const char* wr = reinterpret_cast<const char*>(w + n0 * K);
+      const int64_t bytes = K * int64_t(sizeof(T));
+      for (int64_t off = (int64_t(part) * 32 + lane) * 128; off < bytes; off += int64_t(32) * wpr * 128)
+        prefetch_l2(wr + off);
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
+  if constexpr (Norm) norm_prologue<T>(norm, M, K, xs);
+  __shared__ float partial[kGemvThreads / 32][kGemvMax];
+  for (int64_t base = int64_t(blockIdx.x) * rows_per_block; base < N;
+       base += int64_t(gridDim.x) * rows_per_block) {
+    const int64_t n = base + warp / wpr;
+    float acc[kGemvMax];
 #pragma unroll
-  for (int m = 0; m < kGemvMax; ++m) acc[m] = 0.f;
-  if (n < N) {
-    const T* wr = w + n * K;
-    if constexpr (Vec) {
-      constexpr int E = 16 / int(sizeof(T));
-      union Pack {
-        uint4 v;
-        T e[E];
-      };
-      const int64_t nv = K / E;
-      // A lane has a few vectors per row (K 768-1536): unrolled, their
-      // loads are issued together instead of one round trip each.
+    for (int m = 0; m < kGemvMax; ++m) acc[m] = 0.f;
+    if (n < N) {
+      const T* wr = w + n * K;
+      if constexpr (Vec) {
+        constexpr int E = 16 / int(sizeof(T));
+        union Pack {
+          uint4 v;
+          T e[E];
+        };
+        const int64_t nv = K / E;
+        // A lane has a few vectors per row (K 768-1536): unrolled, their
+        // loads are issued together instead of one round trip each.
 #pragma unroll 4
-      for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
-        Pack wp;
-        wp.v = reinterpret_cast<const uint4*>(wr)[v];
-        float wf[E];
+        for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
+          Pack wp;
+          wp.v = reinterpret_cast<const uint4*>(wr)[v];
+          float wf[E];
 #pragma unroll
-        for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
+          for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
 #pragma unroll
-        for (int m = 0; m < kGemvMax; ++m) {
-          if (m < M) {
-            if constexpr (Norm) {
-              // K % E == 0, so row m's chunk v starts 16-byte aligned.
-              const float4* xr = reinterpret_cast<const float4*>(xs + m * K + v * E);
+          for (int m = 0; m < kGemvMax; ++m) {
+            if (m < M) {
+              if constexpr (Norm) {
+                // K % E == 0, so row m's chunk v starts 16-byte aligned.
+                const float4* xr = reinterpret_cast<const float4*>(xs + m * K + v * E);
 #pragma unroll
-              for (int q = 0; q < E / 4; ++q) {
-                const float4 t = xr[q];
-                acc[m] += wf[4 * q] * t.x + wf[4 * q + 1] * t.y + wf[4 * q + 2] * t.z + wf[4 * q + 3] * t.w;
+                for (int q = 0; q < E / 4; ++q) {
+                  const float4 t = xr[q];
+                  acc[m] += wf[4 * q] * t.x + wf[4 * q + 1] * t.y + wf[4 * q + 2] * t.z + wf[4 * q + 3] * t.w;
+                }
+              } else {
+                Pack xp;
+                xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
+#pragma unroll
+                for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
               }
-            } else {
-              Pack xp;
-              xp.v = reinterpret_cast<const uint4*>(x + m * x_row)[v];
-#pragma unroll
-              for (int e = 0; e < E; ++e) acc[m] += wf[e] * load_as<float, T>(xp.e[e]);
             }
           }
         }
-      }
-    } else {
-      for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
-        const float wv = load_as<float, T>(wr[k]);
+      } else {
+        for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
+          const float wv = load_as<float, T>(wr[k]);
 #pragma unroll
-        for (int m = 0; m < kGemvMax; ++m)
-          if (m < M) acc[m] += wv * (Norm ? xs[m * K + k] : load_as<float, T>(x[m * x_row + k]));
+          for (int m = 0; m < kGemvMax; ++m)
+            if (m < M) acc[m] += wv * (Norm ? xs[m * K + k] : load_as<float, T>(x[m * x_row + k]));
+        }
       }
     }
-  }
 #pragma unroll
-  for (int m = 0; m < kGemvMax; ++m)
-    for (int off = 16; off > 0; off >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
-  __shared__ float partial[kGemvThreads / 32][kGemvMax];
-  if (lane == 0) {
+    for (int m = 0; m < kGemvMax; ++m)
+      for (int off = 16; off > 0; off >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
+    if (lane == 0) {
 #pragma unroll
-    for (int m = 0; m < kGemvMax; ++m) partial[warp][m] = acc[m];
-  }
-  __syncthreads();
-  // The row's first warp sums the parts in a fixed order; lane m writes y[m, n].
-  if (part == 0 && lane < M && n < N) {
-    float sum = 0.f;
-    for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
-    if (bias) sum += load_as<float, T>(bias[n]);
-    const T out = store_as<T, float>(sum);
-    y[int64_t(lane) * N + n] = out;
-    // Fused conv step on the first conv.dim output columns (the x half of
-    // in_proj): the thread that made x[m, c] owns channel c of sequence m.
-    if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
+      for (int m = 0; m < kGemvMax; ++m) partial[warp][m] = acc[m];
+    }
+    __syncthreads();
+    // The row's first warp sums the parts in a fixed order; lane m writes y[m, n].
+    if (part == 0 && lane < M && n < N) {
+      float sum = 0.f;
+      for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
+      if (bias) sum += load_as<float, T>(bias[n]);
+      const T out = store_as<T, float>(sum);
+      y[int64_t(lane) * N + n] = out;
+      // Fused conv step on the first conv.dim output columns (the x half of
+      // in_proj): the thread that made x[m, c] owns channel c of sequence m.
+      if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
+    }
+    __syncthreads();  // partial is rewritten by the next pass
   }
 }
 
@@ -334,7 +409,9 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
 
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
                int64_t N, int64_t K, int device, const ConvStepArgs* conv, const NormPrologue* norm) {
-  COIL_CHECK(M >= 1 && M <= kGemvMaxRows, "gemv_rows: 1..", kGemvMaxRows, " input rows, got ", M);
+  COIL_CHECK(M >= 1 && M <= kGemvMaxTiledRows, "gemv_rows: 1..", kGemvMaxTiledRows, " input rows, got ", M);
+  COIL_CHECK(M <= kGemvMaxRows || (!conv && !norm), "gemv_rows: the conv epilogue and the norm prologue take 1..",
+             kGemvMaxRows, " rows, got ", M);
   ConvStepArgs ca;  // out == nullptr: no conv epilogue
   if (conv) {
     COIL_CHECK(conv->batch == M && conv->dim <= N && conv->dtype == dtype && conv->out && conv->w,
@@ -353,18 +430,28 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
   }
   if (N == 0) return;
   const int wpr = N >= 2048 ? 1 : N >= 512 ? 2 : N >= 128 ? 4 : 8;
-  const int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
+  int64_t blocks = (N + (8 / wpr) - 1) / (8 / wpr);
   COIL_CHECK(blocks <= int64_t(INT32_MAX), "gemv_rows: too many rows (", N, ")");
   dispatch_act(dtype, "gemv_rows", [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int64_t E = 16 / int64_t(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    // (x_row % E also keeps every row tile's start aligned.)
     const bool vec = K % E == 0 && aligned(w) && (norm || ((M == 1 || x_row % E == 0) && aligned(x)));
     auto launch = [&](auto kernel) {
-      kernel<<<unsigned(blocks), kGemvThreads, smem, stream_of(device)>>>(
-          static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(y),
-          int(M), N, K, wpr, ca, np);
-      COIL_CUDA_LAUNCH_CHECK();
+      int64_t grid = blocks;
+      if (norm) {
+        // With the norm prologue every block pays for the M norms: one wave
+        // of resident blocks, each striding over many rows (the LM head:
+        // 6285 row groups), instead of one prologue per 8 rows.
+        int per_sm = 0;
+        COIL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
+        grid = std::min<int64_t>(grid, int64_t(std::max(per_sm, 1)) * sm_count());
+      }
+      const unsigned tiles = unsigned((M + kGemvMaxRows - 1) / kGemvMaxRows);
+      launch_maybe_pdl(kernel, dim3(unsigned(grid), tiles), dim3(kGemvThreads), smem, stream_of(device),
+                       static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias),
+                       static_cast<T*>(y), int(M), N, K, wpr, ca, np);
     };
     if (norm) {
       if (vec)
@@ -380,29 +467,57 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
   });
 }
 
+namespace {
+std::atomic<bool> g_decode_pdl{false};
+}  // namespace
+
+void set_decode_pdl(bool on) { g_decode_pdl.store(on); }
+bool decode_pdl_enabled() { return g_decode_pdl.load(); }
+void clear_launch_error() { (void)cudaGetLastError(); }
+
+void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, DType y_dtype, int device) {
+  COIL_CHECK(p.x && p.weight && p.residual_out && y, "add_rms_norm_rows: incomplete arguments");
+  COIL_CHECK(size_t(K) * sizeof(float) <= kGemvNormMaxSmem, "add_rms_norm_rows: rows of ", K,
+             " need too much shared memory");
+  if (rows == 0 || K == 0) return;
+  COIL_CHECK(rows <= int64_t(INT32_MAX), "add_rms_norm_rows: too many rows (", rows, ")");
+  // One block per row; 128 threads cover mamba-130m's 768 in 6 values each.
+  const int threads = K >= 2048 ? 256 : 128;
+  dispatch_act(y_dtype, "add_rms_norm_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_maybe_pdl(add_rms_norm_kernel<T>, dim3(unsigned(rows)), dim3(threads), size_t(K) * sizeof(float),
+                     stream_of(device), p, K, static_cast<T*>(y));
+  });
+}
+
 void conv_step(const ConvStepArgs& a, int device) {
   const int64_t n = a.batch * a.dim;
   if (n == 0) return;
   dispatch_act(a.dtype, "conv_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    conv_step_kernel<T><<<grid_for(n, 256), 256, 0, stream_of(device)>>>(a);
-    COIL_CUDA_LAUNCH_CHECK();
+    launch_maybe_pdl(conv_step_kernel<T>, dim3(grid_for(n, 256)), dim3(256), 0, stream_of(device), a);
   });
 }
 
 void ssm_step(const SsmStepArgs& a, int device) {
   const int64_t n = a.batch * a.dim;
   if (n == 0) return;
+  // Lanes per channel: one per state up to 16 (mamba's d_state), at least 4
+  // so the dt_proj dot (dt_rank 48 for mamba-130m) is split too.
+  const int64_t want = std::max<int64_t>(a.dstate, a.dt_w ? std::min<int64_t>(a.dt_rank, 4) : 1);
+  const int g = want <= 1 ? 1 : want <= 2 ? 2 : want <= 4 ? 4 : want <= 8 ? 8 : 16;
+  constexpr int kThreads = 128;
   dispatch_act(a.dtype, "ssm_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    // 128 threads: at batch 1 (d_inner 1536) that is 12 blocks' worth of
-    // parallel channels instead of 6, more SMs pulling state.
-    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    if (a.dstate % 4 == 0 && aligned(a.state) && aligned(a.A))
-      ssm_step_kernel<T, true><<<grid_for(n, 128), 128, 0, stream_of(device)>>>(a);
-    else
-      ssm_step_kernel<T, false><<<grid_for(n, 128), 128, 0, stream_of(device)>>>(a);
-    COIL_CUDA_LAUNCH_CHECK();
+    const unsigned grid = grid_for(n * g, kThreads);
+    auto launch = [&](auto kernel) { launch_maybe_pdl(kernel, dim3(grid), dim3(kThreads), 0, stream_of(device), a); };
+    switch (g) {
+      case 1: return launch(ssm_step_kernel<T, 1>);
+      case 2: return launch(ssm_step_kernel<T, 2>);
+      case 4: return launch(ssm_step_kernel<T, 4>);
+      case 8: return launch(ssm_step_kernel<T, 8>);
+      default: return launch(ssm_step_kernel<T, 16>);
+    }
   });
 }
 
@@ -417,9 +532,8 @@ void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_
       constexpr int64_t E = 16 / int64_t(sizeof(T));
       const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0 && (rows == 1 || x_row % E == 0);
       auto kernel = vec ? argmax_kernel<T, I, true> : argmax_kernel<T, I, false>;
-      kernel<<<unsigned(rows), kArgmaxThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), limit, x_row,
-                                                                       static_cast<I*>(out));
-      COIL_CUDA_LAUNCH_CHECK();
+      launch_maybe_pdl(kernel, dim3(unsigned(rows)), dim3(kArgmaxThreads), 0, stream_of(device),
+                       static_cast<const T*>(x), limit, x_row, static_cast<I*>(out));
     });
   });
 }

@@ -63,8 +63,8 @@ void argmax_rows(const void* x, DType dtype, int64_t rows, int64_t limit, int64_
                  int device);
 
 // y (M, N) = x (M, K) @ w (N, K)^T (+ bias (N)) for the few rows of a decode
-// step, M <= kGemvMaxRows: each weight row is read once for all M input
-// rows (a GEMV per row), with 16-byte loads when the rows are aligned;
+// step, M <= kGemvMaxRows per tile: each weight row is read once for all
+// the tile's input rows (a GEMV per row), with 16-byte loads when the rows are aligned;
 // small N splits K over several warps per row. x rows have stride x_row;
 // w, bias, y contiguous; one dtype (f32, bf16, f16), fp32 accumulation.
 // With `conv` (batch M, dim <= N; its x and x_row unused), the conv step
@@ -87,9 +87,29 @@ struct NormPrologue {
   DType residual_out_dtype = DType::f32;
 };
 constexpr int64_t kGemvMaxRows = 8;
+// More rows (without conv or norm) run as tiles of kGemvMaxRows along the
+// grid's y: each tile re-reads the weights (from L2 when they fit), so this
+// suits small weights at a few tiles (x_proj, out_proj at batch 64).
+constexpr int64_t kGemvMaxTiledRows = 65535 * kGemvMaxRows;
 constexpr size_t kGemvNormMaxSmem = 46 * 1024;  // dynamic; the kernel has ~0.4 KiB static
 void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
                int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr,
                const NormPrologue* norm = nullptr);
+
+// The decode step's fused residual add + RMSNorm for any number of rows
+// (the GEMV prologue's math, one block per row): x, residual as in `p`
+// (rows, K) contiguous, the residual stream to p.residual_out, and the
+// normalised rows (rows, K) straight in y_dtype (the compute dtype), so no
+// cast follows. Needs K*4 <= kGemvNormMaxSmem.
+void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, DType y_dtype, int device);
+
+// Launch the kernels above with programmatic dependent launch (cuda/pdl.cuh):
+// each one's blocks are dispatched while the previous kernel drains and wait
+// on the device for its results. Off by default; nn::Decoder turns it on
+// around its step (eager and captured). Process-wide, read at each launch.
+void set_decode_pdl(bool on);
+// Drops the pending (non-sticky) error a refused capture or launch left in
+// the runtime, so a retry without PDL does not trip over it.
+void clear_launch_error();
 
 }  // namespace coil::cuda

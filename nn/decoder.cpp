@@ -1,6 +1,9 @@
 #include "nn/decoder.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "autograd/grad_mode.h"
 #include "ops/creation.h"
@@ -71,17 +74,39 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   tokens_ = zeros({batch}, DType::i64, dev);
   logits_ = zeros({batch, pv}, c, dev);
 
+  gemv_ = opt_.gemv && batch <= kDecodeGemvMaxRows;
+  gemv_proj_ = opt_.gemv && batch <= kGemvProjMaxBatch;
+  // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
+  // the launches, whatever the options say).
+  const char* pdl_env = std::getenv("COIL_DECODE_PDL");
+  pdl_ = dev.is_cuda() && opt_.pdl && !(pdl_env && std::string(pdl_env) == "0");
   if (dev.is_cuda() && opt_.cuda_graph) {
     // One eager step first: lazily created library state (the cuBLASLt
     // handle and workspace) must exist before the capture, not inside it.
     run_step();
+    auto capture = [&] { graph_.capture(dev.index, [this] { run_step(); }); };
     try {
-      graph_.capture(dev.index, [this] { run_step(); });
+      capture();
     } catch (const Error& e) {
+      decode_clear_launch_error();  // what the refused capture left pending
+      bool ok = false;
+      if (pdl_) {
+        // A driver that cannot capture programmatic launches: plain ones.
+        pdl_ = false;
+        try {
+          capture();
+          ok = true;
+          std::fprintf(stderr, "coil: warning: decode graph captured without PDL launches (%s)\n", e.what());
+        } catch (const Error&) {
+          decode_clear_launch_error();
+        }
+      }
       // Nothing ran during the failed capture: the eager step stays correct,
       // only slower. Say so instead of failing generation.
-      std::fprintf(stderr, "coil: warning: CUDA graph capture of the decode step failed (%s); stepping without it\n",
-                   e.what());
+      if (!ok)
+        std::fprintf(stderr,
+                     "coil: warning: CUDA graph capture of the decode step failed (%s); stepping without it\n",
+                     e.what());
     }
     // The warm-up advanced the states: start from zero as documented.
     for (Layer& l : layers_) {
@@ -92,35 +117,74 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   }
 }
 
-Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
-  return opt_.gemv ? decode_linear(x, w, b) : linear(x, w, b);
+int64_t Decoder::gemv_max_batch() { return kGemvProjMaxBatch; }
+
+Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const {
+  if (!gemv_proj_) return linear(x, w, b);
+  Tensor r = decode_linear(x, w, b, slot);
+  bind(slot, r);
+  return r;
 }
 
+void Decoder::bind(Tensor& slot, const Tensor& result) {
+  if (!slot.defined()) slot = result;
+}
+
+namespace {
+// The decode kernels launch with PDL only inside the step (other work on
+// the stream keeps plain launches), and the flag drops even on a throw.
+struct PdlScope {
+  explicit PdlScope(bool on) : on_(on) {
+    if (on_) set_decode_pdl(true);
+  }
+  ~PdlScope() {
+    if (on_) set_decode_pdl(false);
+  }
+  bool on_;
+};
+}  // namespace
+
 void Decoder::run_step() {
+  PdlScope pdl(pdl_);
   const bool res32 = cfg_.residual_in_fp32;
   const DType c = cfg_.compute_dtype;
   const int64_t di = cfg_.d_inner(), r = cfg_.resolved_dt_rank(), n = cfg_.d_state;
   // Everything allocated here is a temporary that dies before the return:
   // inside a capture, each is an allocation node freed within the graph.
-  Tensor hidden = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
-  Tensor residual;
+  // The embedding's output lives to the end of the step: freed earlier, it
+  // would be a free node between two kernels of the captured chain.
+  const Tensor emb = embedding(model_.backbone->embedding->weight, tokens_);  // (B, d_model)
+  Tensor hidden = emb, residual;
+  // cuBLASLt's outputs are allocated per call; they too live to the end of
+  // the step, so their frees do not split the PDL chain of our kernels.
+  std::vector<Tensor> keep;
+  size_t li = 0;
   for (Layer& l : layers_) {
+    Tensor& res_out = res_[li++ % 2];  // ping-pong: a layer reads one, writes the other
     // The block's norm, then xz (B, 2 Di) = x | z and x through the conv
-    // step (with gemv: all in one kernel).
+    // step (GEMV path: all in one kernel).
     Tensor xz, x;
-    if (opt_.gemv) {
+    if (gemv_) {
       NormLinearResult nl = decode_norm_linear(hidden, residual, l.norm_w, l.eps, res32, l.w_in, l.b_in,
-                                               l.conv_state, l.conv_w, l.conv_b);
+                                               l.conv_state, l.conv_w, l.conv_b, true, xz_, res_out, xc_);
+      bind(xz_, nl.y);
+      bind(res_out, nl.residual);
+      bind(xc_, nl.conv_out);
       residual = nl.residual;
       xz = nl.y;
       x = nl.conv_out;
     } else {
-      RmsNormResult nr = rms_norm(hidden, l.norm_w, l.eps, residual, res32);
+      AddNormResult nr = decode_add_rms_norm(hidden, residual, l.norm_w, l.eps, res32, c, normed_, res_out);
+      bind(normed_, nr.y);
+      bind(res_out, nr.residual);
       residual = nr.residual;
-      xz = linear(to_dtype(nr.y, c), l.w_in, l.b_in);
-      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true);
+      xz = linear(nr.y, l.w_in, l.b_in);
+      keep.push_back(xz);
+      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
+      bind(xc_, x);
     }
-    Tensor x_dbl = project(x, l.w_x, Tensor());  // (B, R + 2N): dt | B | C
+    Tensor x_dbl = project(x, l.w_x, Tensor(), xdbl_);  // (B, R + 2N): dt | B | C
+    if (!gemv_proj_) keep.push_back(x_dbl);
     SsmStepInputs s;
     s.x = x;
     s.dt = narrow(x_dbl, 1, 0, r);
@@ -132,10 +196,23 @@ void Decoder::run_step() {
     s.z = narrow(xz, 1, di, di);
     s.dt_bias = l.dt_bias;
     s.softplus = true;
-    hidden = project(selective_state_step(l.ssm_state, s), l.w_out, l.b_out);
+    Tensor y = selective_state_step(l.ssm_state, s, y_);
+    bind(y_, y);
+    hidden = project(y, l.w_out, l.b_out, hid_);
+    if (!gemv_proj_) keep.push_back(hidden);
   }
-  RmsNormResult nr = rms_norm(hidden, norm_f_w_, norm_f_eps_, residual, res32);
-  copy_(logits_, project(to_dtype(nr.y, c), head_w_, Tensor()));
+  Tensor& res_out = res_[li % 2];
+  if (gemv_) {
+    // norm_f fused into the LM head's GEMV, written straight into logits_.
+    NormLinearResult nl = decode_norm_linear(hidden, residual, norm_f_w_, norm_f_eps_, res32, head_w_, Tensor(),
+                                             Tensor(), Tensor(), Tensor(), true, logits_, res_out);
+    bind(res_out, nl.residual);
+  } else {
+    AddNormResult nr = decode_add_rms_norm(hidden, residual, norm_f_w_, norm_f_eps_, res32, c, normed_, res_out);
+    bind(normed_, nr.y);
+    bind(res_out, nr.residual);
+    copy_(logits_, linear(nr.y, head_w_));
+  }
   if (opt_.greedy) argmax_rows_(logits_, opt_.vocab_limit, tokens_);
 }
 

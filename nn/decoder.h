@@ -27,11 +27,21 @@ struct DecoderOptions {
   bool greedy = false;      // the step also writes argmax(logits) into tokens() (the next input)
   int64_t vocab_limit = 0;  // the argmax looks at ids < vocab_limit (0: the config's vocab_size)
   bool cuda_graph = true;   // on CUDA: capture the step once and replay it
-  // The projections and the LM head through GEMV kernels (batch <= 8 on
-  // CUDA) instead of cuBLASLt, with each block's norm and the conv step fused
-  // into in_proj's kernel (decode_norm_linear): 4 launches per layer instead
-  // of 6. The same math elsewhere (the ops one by one).
-  bool gemv = false;
+  // At batch <= 8 (cuda::kGemvMaxRows): the projections and the LM head
+  // through GEMV kernels instead of cuBLASLt, with each block's add + norm
+  // and the conv step fused into in_proj's kernel and norm_f into the LM
+  // head's (decode_norm_linear): 4 kernels per layer. Larger batches keep
+  // cuBLASLt GEMMs with the one-kernel add + norm (decode_add_rms_norm).
+  // Up to batch 64, x_proj and out_proj stay GEMV kernels (row tiles of 8
+  // re-reading their small weights from L2) next to cuBLASLt's in_proj and
+  // LM head. Off: cuBLASLt at every batch (the comparison in the bench).
+  // The same math either way on the CPU (the ops one by one).
+  bool gemv = true;
+  // On CUDA: the decode kernels launch with programmatic dependent launch
+  // (cuda/pdl.cuh), hiding most of the launch gap between them. Falls back
+  // to plain launches when the graph capture refuses it, and off when the
+  // environment has COIL_DECODE_PDL=0.
+  bool pdl = true;
 };
 
 class Decoder {
@@ -56,6 +66,8 @@ class Decoder {
   const Tensor& tokens() const { return tokens_; }  // (batch) i64
   int64_t batch() const { return batch_; }
   bool graphed() const { return graph_.ready(); }
+  bool pdl() const { return pdl_; }
+  static int64_t gemv_max_batch();  // the largest batch DecoderOptions::gemv changes  // PDL launches in effect (see DecoderOptions::pdl)
   // What one step reads: weights (the copies above, the embedding rows and
   // the LM head) and the states (read once and written once per step).
   size_t weight_bytes() const;
@@ -70,7 +82,14 @@ class Decoder {
     double eps = 1e-5;
   };
   void run_step();  // the step as ops (eager; what the graph captures)
-  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  // x_proj/out_proj: the GEMV into `slot` (gemv_proj_) or cuBLASLt.
+  Tensor project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const;
+  // The step's intermediates live in fixed buffers (the slots below), so a
+  // captured step allocates and frees nothing between its kernels (graph
+  // allocation nodes would sit between the PDL launches and serialise
+  // them). The first step binds each slot to the tensor its op allocated;
+  // later steps pass it as the op's `out`.
+  static void bind(Tensor& slot, const Tensor& result);
 
   const MambaLM& model_;
   MambaConfig cfg_;
@@ -80,6 +99,11 @@ class Decoder {
   Tensor norm_f_w_, head_w_;
   double norm_f_eps_ = 1e-5;
   Tensor tokens_, logits_;
+  Tensor xz_, xc_, xdbl_, y_, hid_, normed_, res_[2];  // the slots (shared by the layers)
+  bool gemv_ = false;       // the fused GEMV path applies at this batch
+  bool gemv_proj_ = false;  // x_proj, out_proj through the GEMV kernel
+  static constexpr int64_t kGemvProjMaxBatch = 64;
+  bool pdl_ = false;
   cuda_ctx::Graph graph_;
 };
 

@@ -12,6 +12,7 @@
 #include "ops/views.h"
 #ifdef COIL_WITH_CUDA
 #include "cuda/mamba_step.h"
+static_assert(coil::kDecodeGemvMaxRows == coil::cuda::kGemvMaxRows);
 #endif
 
 namespace coil {
@@ -38,6 +39,28 @@ struct CpuState {
     if (!work.same(target)) copy_(target, work);
   }
 };
+
+// Results go to the caller's buffer when one is given (the decoder's fixed
+// buffers: a captured step then allocates nothing between its kernels) or
+// to a fresh tensor. A buffer must have the result's shape and dtype and be
+// contiguous.
+void check_out(const char* op, const Tensor& out, const char* name, const Shape& s, DType dt, const Tensor& like) {
+  COIL_CHECK(out.shape() == s && out.dtype() == dt && out.is_contiguous(), op, ": ", name, " must be contiguous ",
+             dtype_name(dt), " of the result's shape, got ", out.desc());
+  detail::check_same_device(op, {out, like});
+}
+Tensor out_or_empty(const char* op, const Tensor& out, const char* name, const Shape& s, DType dt, const Tensor& like) {
+  if (!out.defined()) return Tensor::empty(s, dt, like.device());
+  check_out(op, out, name, s, dt, like);
+  return out.detach();
+}
+// A result made without the buffer, copied into it.
+Tensor into(const char* op, const Tensor& out, const char* name, const Tensor& r) {
+  if (!out.defined()) return r;
+  check_out(op, out, name, r.shape(), r.dtype(), r);
+  copy_(out, r);
+  return out.detach();
+}
 
 // weight (C, K) or (C, 1, K) -> (C, K), checked.
 Tensor conv_weight_2d(const char* op, const Tensor& weight_in, int64_t C, const Tensor& x) {
@@ -82,7 +105,7 @@ cuda::ConvStepArgs conv_args(const Tensor& conv_state, const Tensor& weight, con
 }  // namespace
 
 Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tensor& weight_in, const Tensor& bias,
-                          bool silu) {
+                          bool silu, const Tensor& out_buf) {
   const char* op = "causal_conv1d_step";
   detail::check_defined(op, x, "x");
   detail::check_rank(op, x, "x", 2);
@@ -105,11 +128,11 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tenso
                           oc.data<T>());
     });
     st.write_back();
-    return to_dtype(oc, x.dtype()).detach();
+    return into(op, out_buf, "out", to_dtype(oc, x.dtype()).detach());
   }
 #ifdef COIL_WITH_CUDA
   Tensor xv = rows_view(x);
-  Tensor out = Tensor::empty({B, C}, x.dtype(), x.device());
+  Tensor out = out_or_empty(op, out_buf, "out", {B, C}, x.dtype(), x);
   std::vector<Tensor> keep;
   cuda::ConvStepArgs a = conv_args(conv_state, weight, bias, silu, out, keep);
   a.x = xv.data_ptr();
@@ -121,7 +144,7 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tenso
 #endif
 }
 
-Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in) {
+Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in, const Tensor& out_buf) {
   const char* op = "selective_state_step";
   detail::check_defined(op, in.x, "x");
   detail::check_rank(op, in.x, "x", 2);
@@ -165,7 +188,7 @@ Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in) {
                          st.work.data<T>(), oc.data<T>());
     });
     st.write_back();
-    return to_dtype(oc, in.x.dtype()).detach();
+    return into(op, out_buf, "out", to_dtype(oc, in.x.dtype()).detach());
   }
 #ifdef COIL_WITH_CUDA
   const DType act = in.x.dtype();
@@ -178,7 +201,7 @@ Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in) {
   Tensor zv = in.z.defined() ? rows_view(in.z) : Tensor();
   Tensor dw = in.dt_weight.defined() ? contiguous(in.dt_weight.detach()).detach() : Tensor();
   Tensor A32 = f32(in.A), D32 = f32(in.D), db32 = f32(in.dt_bias);
-  Tensor out = Tensor::empty({b, d}, act, in.x.device());
+  Tensor out = out_or_empty(op, out_buf, "out", {b, d}, act, in.x);
   cuda::SsmStepArgs a;
   a.batch = b;
   a.dim = d;
@@ -209,7 +232,7 @@ Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in) {
 #endif
 }
 
-Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
   const char* op = "decode_linear";
   detail::check_defined(op, x, "x");
   detail::check_defined(op, w, "w");
@@ -221,18 +244,18 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 #ifdef COIL_WITH_CUDA
   const DType dt = x.dtype();
   const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
-  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxRows && k >= 1 && w.dtype() == dt &&
+  if (x.is_cuda() && act && m >= 1 && m <= cuda::kGemvMaxTiledRows && k >= 1 && w.dtype() == dt &&
       (!bias.defined() || bias.dtype() == dt)) {
     detail::check_same_device(op, {x, w, bias});
     Tensor xv = rows_view(x), wc = contiguous(w.detach()).detach();
     Tensor bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
-    Tensor out = Tensor::empty({m, n}, dt, x.device());
+    Tensor out = out_or_empty(op, out_buf, "out", {m, n}, dt, x);
     cuda::gemv_rows(xv.data_ptr(), row_stride(xv), wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr,
                     out.data_ptr(), dt, m, n, k, x.device().index);
     return out;
   }
 #endif
-  return linear(x, w, bias);
+  return into(op, out_buf, "out", linear(x, w, bias));
 }
 
 LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
@@ -275,7 +298,8 @@ LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tens
 
 NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
                                     bool residual_in_fp32, const Tensor& w, const Tensor& bias,
-                                    const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b, bool silu) {
+                                    const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b, bool silu,
+                                    const Tensor& out, const Tensor& residual_out, const Tensor& conv_out) {
   const char* op = "decode_norm_linear";
   detail::check_defined(op, x, "x");
   detail::check_defined(op, w, "w");
@@ -301,8 +325,10 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
     Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
     Tensor wc = contiguous(w.detach()).detach(), bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
     NormLinearResult r;
-    r.residual = Tensor::empty({m, k}, rdt, x.device());
-    r.y = Tensor::empty({m, n}, dt, x.device());
+    r.residual = out_or_empty(op, residual_out, "residual_out", {m, k}, rdt, x);
+    r.y = out_or_empty(op, out, "out", {m, n}, dt, x);
+    COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
+               ": residual_out must not alias x or residual");
     cuda::NormPrologue np;
     np.x = xc.data_ptr();
     np.x_dtype = xc.dtype();
@@ -320,7 +346,7 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
       check_conv_state(op, conv_state, m, c, weight.size(1), dt);
       if (conv_b.defined()) detail::check_shape(op, conv_b, "conv bias", {c});
       detail::check_same_device(op, {x, weight, conv_b});
-      r.conv_out = Tensor::empty({m, c}, dt, x.device());
+      r.conv_out = out_or_empty(op, conv_out, "conv_out", {m, c}, dt, x);
       ca = conv_args(conv_state, weight, conv_b, silu, r.conv_out, keep);
     }
     cuda::gemv_rows(nullptr, k, wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr, r.y.data_ptr(), dt, m, n, k,
@@ -330,16 +356,73 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
 #endif
   RmsNormResult nr = rms_norm(x, norm_w, eps, residual, residual_in_fp32);
   NormLinearResult r;
-  r.residual = nr.residual;
+  r.residual = into(op, residual_out, "residual_out", nr.residual);
   Tensor h = to_dtype(nr.y, w.dtype());
   if (conv_state.defined()) {
     LinearConvResult lc = decode_linear_conv(h, w, bias, conv_state, conv_w, conv_b, silu);
-    r.y = lc.y;
-    r.conv_out = lc.conv_out;
+    r.y = into(op, out, "out", lc.y);
+    r.conv_out = into(op, conv_out, "conv_out", lc.conv_out);
   } else {
-    r.y = decode_linear(h, w, bias);
+    r.y = into(op, out, "out", decode_linear(h, w, bias));
   }
   return r;
+}
+
+AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                  bool residual_in_fp32, DType out_dtype, const Tensor& y_out,
+                                  const Tensor& residual_out) {
+  const char* op = "decode_add_rms_norm";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, norm_w, "norm weight");
+#ifdef COIL_WITH_CUDA
+  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+  const int64_t k = x.dim() == 2 ? x.size(1) : 0;
+  if (x.is_cuda() && x.dim() == 2 && k >= 1 && act(x.dtype()) && act(out_dtype) &&
+      (!residual.defined() || act(residual.dtype())) && norm_w.dtype() == DType::f32 &&
+      size_t(k) * sizeof(float) <= cuda::kGemvNormMaxSmem) {
+    const int64_t m = x.size(0);
+    detail::check_shape(op, norm_w, "norm weight", {k});
+    if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
+    COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+    detail::check_same_device(op, {x, residual, norm_w});
+    // The residual stream's dtype, as rms_norm picks it.
+    const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
+    Tensor xc = contiguous(x.detach()).detach(), nw = contiguous(norm_w.detach()).detach();
+    Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+    AddNormResult r;
+    r.residual = out_or_empty(op, residual_out, "residual_out", {m, k}, rdt, x);
+    r.y = out_or_empty(op, y_out, "y_out", {m, k}, out_dtype, x);
+    COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
+               ": residual_out must not alias x or residual");
+    cuda::NormPrologue np;
+    np.x = xc.data_ptr();
+    np.x_dtype = xc.dtype();
+    np.residual = rc.defined() ? rc.data_ptr() : nullptr;
+    np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
+    np.weight = nw.data<float>();
+    np.eps = float(eps);
+    np.residual_out = r.residual.data_ptr();
+    np.residual_out_dtype = rdt;
+    cuda::add_rms_norm_rows(np, m, k, r.y.data_ptr(), out_dtype, x.device().index);
+    return r;
+  }
+#endif
+  RmsNormResult nr = rms_norm(x, norm_w, eps, residual, residual_in_fp32);
+  return {into(op, residual_out, "residual_out", nr.residual), into(op, y_out, "y_out", to_dtype(nr.y, out_dtype))};
+}
+
+void set_decode_pdl(bool on) {
+#ifdef COIL_WITH_CUDA
+  cuda::set_decode_pdl(on);
+#else
+  (void)on;
+#endif
+}
+
+void decode_clear_launch_error() {
+#ifdef COIL_WITH_CUDA
+  cuda::clear_launch_error();
+#endif
 }
 
 void argmax_rows_(const Tensor& logits, int64_t limit, const Tensor& out) {

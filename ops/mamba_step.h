@@ -15,8 +15,10 @@ namespace coil {
 // x_t (B, C) -> silu?(bias + sum_k w[:, k] * [state, x_t][k]) (B, C) in x's
 // dtype; conv_state (B, C, K-1), x's dtype, contiguous: shifted left by one
 // and x_t appended. weight (C, K) or (C, 1, K); bias (C) or undefined.
+// `out`, when given ((B, C) contiguous in x's dtype), receives the result
+// (the decoder's fixed buffers); the same for the other ops' out buffers.
 Tensor causal_conv1d_step(const Tensor& x, const Tensor& conv_state, const Tensor& weight,
-                          const Tensor& bias = Tensor(), bool silu = true);
+                          const Tensor& bias = Tensor(), bool silu = true, const Tensor& out = Tensor());
 
 struct SsmStepInputs {
   Tensor x;          // (B, D), the conv output
@@ -34,13 +36,18 @@ struct SsmStepInputs {
 // dtype. ssm_state (B, D, N), contiguous, f32 (f64 on the CPU in f64
 // models), advanced in place. On CUDA, A, D and dt_bias are read in f32 and
 // x, dt, dt_weight, B, C, z must share one dtype (f32, bf16 or f16).
-Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in);
+Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in, const Tensor& out = Tensor());
 
 // linear(x, w, bias) for a decode step's few rows: x (M, K), w (N, K),
-// bias (N) or undefined -> (M, N) in x's dtype. On CUDA with M <= 8 it is
-// one GEMV kernel that reads each weight row once for all M rows (no
-// cuBLASLt heuristics, no split-K second kernel); elsewhere it is linear().
-Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// bias (N) or undefined -> (M, N) in x's dtype. On CUDA it is one GEMV
+// kernel (no cuBLASLt heuristics, no split-K second kernel) that reads each
+// weight row once per tile of 8 rows: right for M <= 8, and for a few tiles
+// when the weights stay in L2 (x_proj, out_proj at batch 64); elsewhere it
+// is linear().
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& out = Tensor());
+// The most rows the fused GEMV kernels (norm prologue, conv epilogue) take
+// (cuda::kGemvMaxRows); decode_linear tiles larger M.
+constexpr int64_t kDecodeGemvMaxRows = 8;
 
 // decode_linear with the conv step fused in (in_proj then the conv on its x
 // half): y = decode_linear(x, w, bias) (M, N) and conv_out =
@@ -59,6 +66,10 @@ LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tens
 // residual stream, the product and the conv output (undefined without
 // conv_state). On CUDA with M <= 8 (and M*K floats fitting in shared
 // memory) one kernel does all of it; elsewhere the ops run one by one.
+// `out` ((M, N) in w's dtype), `residual_out` ((M, K) in the residual
+// stream's dtype; not aliasing x or residual) and `conv_out` ((M, C)), when
+// given, receive the results (the fused kernel writes them in place;
+// otherwise they are copied there).
 struct NormLinearResult {
   Tensor residual;
   Tensor y;
@@ -67,7 +78,28 @@ struct NormLinearResult {
 NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
                                     bool residual_in_fp32, const Tensor& w, const Tensor& bias,
                                     const Tensor& conv_state = Tensor(), const Tensor& conv_w = Tensor(),
-                                    const Tensor& conv_b = Tensor(), bool silu = true);
+                                    const Tensor& conv_b = Tensor(), bool silu = true, const Tensor& out = Tensor(),
+                                    const Tensor& residual_out = Tensor(), const Tensor& conv_out = Tensor());
+
+// The residual add + RMSNorm of a decode step with its output already in
+// `out_dtype` (the compute dtype): rms_norm(x, norm_w, eps, residual,
+// residual_in_fp32) then to_dtype(y, out_dtype), as one kernel on CUDA (a
+// block per row; rows of up to ~11k floats), the two ops elsewhere.
+struct AddNormResult {
+  Tensor residual;
+  Tensor y;
+};
+AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                                  bool residual_in_fp32, DType out_dtype, const Tensor& y_out = Tensor(),
+                                  const Tensor& residual_out = Tensor());
+
+// While on, the decode kernels (conv/SSM step, GEMV, add + norm, argmax)
+// launch with programmatic dependent launch on CUDA (cuda/pdl.cuh). A no-op
+// without CUDA.
+void set_decode_pdl(bool on);
+// Drops a pending CUDA error left by a refused graph capture before the
+// decoder retries it without PDL (a no-op without CUDA).
+void decode_clear_launch_error();
 
 // out[b] = argmax of logits[b, :limit] (the first of equal maxima; NaN
 // counts as -inf). logits (B, V) floating, 1 <= limit <= V; out (B) i32 or

@@ -131,8 +131,12 @@ void ssm_case(Device dev, DType dt, SsmCase s) {
 }
 
 std::vector<SsmCase> ssm_cases() {
-  return {{3, 37, 16, 5, true, true, true}, {3, 37, 1, 0, true, true, true}, {1, 37, 16, 0, false, false, false},
-          {2, 64, 16, 48, true, true, true}, {5, 9, 3, 2, false, true, true}};
+  // d_state 16 and 32 (16 lanes per channel, one or two states each), 1
+  // and 3 (fewer lanes); batch 1 at mamba-130m's width, batch 64; odd
+  // channel counts leave dead lanes in the last warp.
+  return {{3, 37, 16, 5, true, true, true},   {3, 37, 1, 0, true, true, true},  {1, 37, 16, 0, false, false, false},
+          {2, 64, 16, 48, true, true, true},  {5, 9, 3, 2, false, true, true},  {1, 1536, 16, 48, true, true, true},
+          {64, 37, 16, 5, true, true, false}, {3, 37, 32, 3, true, false, true}, {2, 13, 5, 7, false, true, true}};
 }
 
 nn::MambaConfig small_lm(DType param, DType compute) {
@@ -157,14 +161,16 @@ std::vector<int64_t> ids_of(int64_t b, int64_t l, int64_t v, uint64_t salt) {
 // The decoder's logits after prefill and each of `steps` steps (fed with
 // fixed ids) against MambaLM::prefill/step; returns the worst rel_err.
 double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph,
-                      bool gemv = false) {
+                      bool gemv = true, bool pdl = true) {
   const Device dev = m.backbone->embedding->weight.device();
   const int64_t v = m.config().vocab_size;
   Tensor ids = Tensor::from_ints(ids_of(b, prompt, v, 1), {b, prompt}, DType::i64, dev);
   nn::DecoderOptions o;
   o.cuda_graph = graph;
   o.gemv = gemv;
+  o.pdl = pdl;
   nn::Decoder dec(m, b, o);
+  if (!dev.is_cuda()) CHECK_FALSE(dec.pdl());
   CHECK(dec.graphed() == (graph && dev.is_cuda()));
   nn::MambaLM::InferenceCache cache;
   Tensor ref = m.prefill(ids, cache);
@@ -226,8 +232,28 @@ TEST_CASE("decode: the Decoder equals MambaLM::prefill/step on the CPU (f64, f32
   CHECK(decoder_vs_ops(m32, 2, 4, 5, true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 3);
   CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 1e-2);
-  // The gemv option is the same math on the CPU (linear, then the conv step).
-  CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/true) < 1e-10);
+  // Both paths are the same math on the CPU (the ops one by one).
+  CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/false) < 1e-10);
+  CHECK(decoder_vs_ops(mbf, 9, 2, 3, true) < 1e-2);  // past the GEMV batch limit
+}
+
+TEST_CASE("decode: decode_add_rms_norm and decode_norm_linear into `out` on the CPU equal the ops") {
+  NoGradGuard ng;
+  Generator g{fresh_seed(), 0};
+  Tensor x = input({3, 20}, DType::bf16, Device::cpu(), g), res = input({3, 20}, DType::f32, Device::cpu(), g);
+  Tensor nw = input({20}, DType::f32, Device::cpu(), g, 0.5, 1.5), w = input({7, 20}, DType::bf16, Device::cpu(), g);
+  RmsNormResult nr = rms_norm(x, nw, 1e-5, res, true);
+  AddNormResult an = decode_add_rms_norm(x, res, nw, 1e-5, true, DType::f32);
+  CHECK(an.y.dtype() == DType::f32);
+  CHECK(rel_err(an.y, wide(nr.y)) == 0);
+  CHECK(rel_err(an.residual, nr.residual) == 0);
+  Tensor out = Tensor::zeros({3, 7}, DType::bf16);
+  NormLinearResult nl = decode_norm_linear(x, res, nw, 1e-5, true, w, Tensor(), Tensor(), Tensor(), Tensor(), true, out);
+  CHECK(nl.y.data_ptr() == out.data_ptr());
+  CHECK(rel_err(wide(out), wide(linear(to_dtype(nr.y, DType::bf16), w))) == 0);
+  CHECK_THROWS_WITH_AS(decode_norm_linear(x, res, nw, 1e-5, true, w, Tensor(), Tensor(), Tensor(), Tensor(), true,
+                                          Tensor::zeros({3, 6}, DType::bf16)),
+                       doctest::Contains("out must be contiguous"), Error);
 }
 
 TEST_CASE("decode: greedy decoding feeds the argmax back; the non-selective ablation is refused") {
@@ -314,9 +340,11 @@ TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear
   };
   // Aligned K (16-byte loads) and odd K (scalar loads); N across the
   // warps-per-row choices; x as a column slice of a wider tensor.
+  // M > 8 runs as row tiles of 8 (the last one partial).
   for (S s : {S{1, 3072, 768, false, false}, S{3, 80, 1536, false, true}, S{8, 768, 1536, true, false},
               S{5, 37, 37, true, true}, S{1, 50280, 768, false, false}, S{2, 513, 40, false, true},
-              S{9, 10, 16, false, false}})
+              S{9, 10, 16, false, false}, S{64, 80, 1536, false, true}, S{64, 768, 1536, true, false},
+              S{37, 37, 37, true, true}, S{17, 513, 40, false, false}})
     for (DType dt : {DType::f32, DType::bf16}) {
       CAPTURE(s.m);
       CAPTURE(s.n);
@@ -420,12 +448,24 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   if (skip_without_gpu()) return;
   Poison poison;
   nn::MambaLM m32(small_lm(DType::f32, DType::f32), 5, Device::cuda());
+  // GEMV path (batch <= 8) and cuBLASLt path, graphed and eager, with and
+  // without PDL launches; batches 1, 3, 8 (fused GEMV), 9 and 64 (cuBLASLt
+  // in_proj and head, the one-kernel add + norm, tiled GEMVs for x_proj and
+  // out_proj), 65 (cuBLASLt only).
   CHECK(decoder_vs_ops(m32, 3, 7, 6, true) < 1e-5);
   CHECK(decoder_vs_ops(m32, 1, 1, 3, false) < 1e-5);
-  CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/true) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 3, 7, 6, true, /*gemv=*/false) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 8, 3, 4, true, true, /*pdl=*/false) < 1e-5);
+  CHECK(decoder_vs_ops(m32, 64, 3, 4, true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 5, Device::cuda());
   CHECK(decoder_vs_ops(mbf, 3, 7, 6, true) < 1e-2);
-  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 1, 5, 6, true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 3, 7, 6, true, /*gemv=*/false) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 9, 4, 4, true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 64, 4, 4, true) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 64, 4, 4, false, true, /*pdl=*/false) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 64, 4, 4, true, /*gemv=*/false) < 1e-2);
+  CHECK(decoder_vs_ops(mbf, 65, 2, 2, true) < 1e-2);  // past the tiled GEMV's batch: all cuBLASLt
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;
@@ -435,6 +475,7 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   oe.cuda_graph = false;
   nn::Decoder dg(mbf, b, og), de(mbf, b, oe);
   REQUIRE(dg.graphed());
+  WARN_MESSAGE(dg.pdl(), "the decode graph was captured without PDL launches (see the warning on stderr)");
   dg.prefill(ids);
   de.prefill(ids);
   for (int t = 0; t < 8; ++t) {
@@ -443,4 +484,71 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
     CHECK(dg.logits().to_vector() == de.logits().to_vector());
     CHECK(dg.tokens().to_vector() == de.tokens().to_vector());
   }
+}
+
+TEST_CASE("decode: decode_add_rms_norm (one kernel, output in the compute dtype) on the GPU equals the ops") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, k;
+    DType x_dt, res_dt;  // res_dt f64: no residual (the first block)
+    bool res32;
+  };
+  const DType none = DType::f64;
+  for (S s : {S{1, 768, DType::bf16, DType::f32, true}, S{64, 768, DType::f32, DType::f32, true},
+              S{3, 37, DType::bf16, DType::bf16, false}, S{64, 20, DType::bf16, none, true},
+              S{5, 2560, DType::f32, none, false}, S{2, 1, DType::bf16, DType::f32, false}})
+    for (DType out : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(dtype_name(s.x_dt));
+      CAPTURE(dtype_name(s.res_dt));
+      CAPTURE(s.res32);
+      CAPTURE(dtype_name(out));
+      const Device gpu = Device::cuda();
+      Tensor x = input({s.m, s.k}, s.x_dt, gpu, g, -2, 2);
+      Tensor res = s.res_dt == none ? Tensor() : input({s.m, s.k}, s.res_dt, gpu, g, -2, 2);
+      Tensor nw = input({s.k}, DType::f32, gpu, g, 0.5, 1.5);
+      RmsNormResult nr = rms_norm(x, nw, 1e-5, res, s.res32);
+      AddNormResult got = decode_add_rms_norm(x, res, nw, 1e-5, s.res32, out);
+      CHECK(got.residual.dtype() == nr.residual.dtype());
+      CHECK(got.y.dtype() == out);
+      CHECK(rel_err(wide(got.residual), wide(nr.residual)) < 1e-6);
+      CHECK(rel_err(wide(got.y), wide(to_dtype(nr.y, out))) < (out == DType::f32 ? 1e-5 : 1e-2));
+    }
+}
+
+TEST_CASE("decode: decode_norm_linear into a given buffer; the LM head's shape (capped grid striding over rows)") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, k, n;
+  };
+  // 50280 rows: the norm variant's grid is capped at a few blocks per SM,
+  // each block striding over many 8-row groups; odd N and K take the
+  // tails and the scalar loads.
+  for (S s : {S{1, 768, 50280}, S{3, 768, 50277}, S{8, 24, 50280}, S{2, 37, 4099}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      CAPTURE(dtype_name(dt));
+      const Device gpu = Device::cuda();
+      Tensor x = input({s.m, s.k}, DType::bf16, gpu, g, -2, 2);
+      Tensor res = input({s.m, s.k}, DType::f32, gpu, g, -2, 2);
+      Tensor nw = input({s.k}, DType::f32, gpu, g, 0.5, 1.5);
+      Tensor w = input({s.n, s.k}, dt, gpu, g);
+      Tensor out = Tensor::empty({s.m, s.n}, dt, gpu);  // NaN-poisoned
+      RmsNormResult nr = rms_norm(x, nw, 1e-5, res, true);
+      Tensor want = linear(wide(to_dtype(nr.y, dt)), wide(w));
+      NormLinearResult got =
+          decode_norm_linear(x, res, nw, 1e-5, true, w, Tensor(), Tensor(), Tensor(), Tensor(), true, out);
+      CHECK(got.y.data_ptr() == out.data_ptr());
+      CHECK(rel_err(wide(out), want) < tol(dt));
+      CHECK(rel_err(wide(got.residual), wide(nr.residual)) < 1e-6);
+    }
 }
