@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -22,9 +23,20 @@ struct RunResult {
   double seconds = 0;
 };
 
+// coil-run as built next to this test binary, or beside it where the tests
+// were copied (a bundle on a GPU host).
+std::string coil_run_bin() {
+  if (::access(COIL_RUN_BIN, X_OK) == 0) return COIL_RUN_BIN;
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return COIL_RUN_BIN;
+  std::string dir(self, size_t(n));
+  return dir.substr(0, dir.rfind('/')) + "/coil-run";
+}
+
 // Runs coil-run with `args` (already shell-quoted) through /bin/sh.
 RunResult coil_run(const std::string& args) {
-  std::string cmd = std::string("'") + COIL_RUN_BIN + "' " + args + " 2>&1";
+  std::string cmd = "'" + coil_run_bin() + "' " + args + " 2>&1";
   auto t0 = std::chrono::steady_clock::now();
   FILE* f = ::popen(cmd.c_str(), "r");
   REQUIRE(f != nullptr);
