@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -30,8 +31,9 @@ std::string coil_run_bin() {
   char self[4096];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return COIL_RUN_BIN;
-  std::string dir(self, size_t(n));
-  return dir.substr(0, dir.rfind('/')) + "/coil-run";
+  self[n] = '\0';
+  if (char* slash = std::strrchr(self, '/')) std::strcpy(slash + 1, "coil-run");
+  return self;
 }
 
 // Runs coil-run with `args` (already shell-quoted) through /bin/sh.
