@@ -38,7 +38,9 @@ std::string coil_run_bin() {
 
 // Runs coil-run with `args` (already shell-quoted) through /bin/sh.
 RunResult coil_run(const std::string& args) {
-  std::string cmd = "'" + coil_run_bin() + "' " + args + " 2>&1";
+  std::string cmd = "'";
+  cmd += coil_run_bin();
+  cmd += "' " + args + " 2>&1";
   auto t0 = std::chrono::steady_clock::now();
   FILE* f = ::popen(cmd.c_str(), "r");
   REQUIRE(f != nullptr);
