@@ -246,7 +246,7 @@ __device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, Layout 
     const int64_t dd = d0 + cc, t = t0 + j * V;
     const bool ok = dd < dim;
     const int64_t row = (b * dim + dd) * L;
-    float uv[V], dv[V];
+    float uv[V] = {}, dv[V];  // uv stays unused when u_s is null
     if (u_s) load_vec<IO>(ok ? u + row : nullptr, t, L, vec, uv);
     load_vec<IO>(ok ? delta + dl.at(b, dd) : nullptr, t, L, vec, dv);
     const float bs = (ok && bias) ? __ldg(bias + dd) : 0.f;
