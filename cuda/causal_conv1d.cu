@@ -146,11 +146,73 @@ template <class T, int K, int NT, int NV> __global__ void __launch_bounds__(NT) 
 // 64 (B16 D1536 L2048 bf16: one 64-thread block per row).
 constexpr int kFwdVecs = 4;
 
+// Short rows (under half of a 64-thread tile: L < 1024 in bf16): the row
+// kernel above would leave most of each block idle (at L 16, one thread of
+// 64, and one block per row). Here each thread takes one 16-byte vector of
+// any row and reads the K-1 inputs before it from global memory (its
+// neighbour's vector, from L1/L2), so every block is full.
+template <class T, int K> __global__ void __launch_bounds__(256) fwd_rows_kernel(ConvArgs a) {
+  constexpr int E = 16 / sizeof(T);
+  constexpr int H = K - 1;
+  union Pack { uint4 u; T e[E]; };
+  const int64_t vpr = a.len / E;  // vectors per row
+  const int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (v >= a.batch * a.dim * vpr) return;
+  const int64_t bd = v / vpr, d = bd % a.dim, t0 = (v - bd * vpr) * E;
+  const T* x = x_row<T>(a, bd);
+  const T* init = a.init_state ? static_cast<const T*>(a.init_state) + bd * H : nullptr;
+  Pack p;
+  p.u = *reinterpret_cast<const uint4*>(x + t0);
+  float win[H + E];  // x(t0 - H .. t0 + E - 1)
+#pragma unroll
+  for (int h = 0; h < H; ++h) win[h] = x_at(a, x, init, t0 - H + h);
+#pragma unroll
+  for (int e = 0; e < E; ++e) win[H + e] = load_as<float, T>(p.e[e]);
+  float w[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) w[k] = a.w[d * K + k];
+  const float b = a.bias ? a.bias[d] : 0.f;
+  Pack o;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    float acc = b;
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc += w[k] * win[e + k];
+    o.e[e] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+  }
+  *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + bd * a.len + t0) = o.u;
+  if (a.final_state && t0 + E >= a.len) {  // the thread holding the row's last inputs
+    T* fs = static_cast<T*>(a.final_state) + bd * H;
+    for (int q = 0; q < H; ++q) fs[q] = store_as<T, float>(x_at(a, x, init, a.len - H + q));
+  }
+}
+
 template <class T> bool fwd_vec(const ConvArgs& a, int device) {
   constexpr int E = 16 / sizeof(T);
   const bool aligned = (reinterpret_cast<uintptr_t>(a.x) % 16 == 0) && (reinterpret_cast<uintptr_t>(a.out) % 16 == 0) &&
                        a.x_sb % E == 0 && a.x_sd % E == 0;
   if (!aligned || a.len % E != 0 || a.width - 1 > E || a.len < E) return false;
+  if (2 * a.len < int64_t(64) * E * kFwdVecs) {
+    const int64_t vectors = a.batch * a.dim * (a.len / E);
+    const unsigned blocks = unsigned((vectors + 255) / 256);
+    auto launch_rows = [&](auto kern) {
+      kern<<<blocks, 256, 0, stream_of(device)>>>(a);
+      COIL_CUDA_LAUNCH_CHECK();
+    };
+    switch (a.width) {
+      case 1: launch_rows(fwd_rows_kernel<T, 1>); return true;
+      case 2: launch_rows(fwd_rows_kernel<T, 2>); return true;
+      case 3: launch_rows(fwd_rows_kernel<T, 3>); return true;
+      case 4: launch_rows(fwd_rows_kernel<T, 4>); return true;
+      case 5:
+        if constexpr (E >= 4) {
+          launch_rows(fwd_rows_kernel<T, 5>);
+          return true;
+        }
+        return false;
+      default: return false;
+    }
+  }
   const bool wide = a.len >= int64_t(128) * E * kFwdVecs;
   const int64_t tile = int64_t(wide ? 128 : 64) * E * kFwdVecs;
   dim3 grid(unsigned(a.batch * a.dim), unsigned((a.len + tile - 1) / tile));
