@@ -79,8 +79,10 @@ void selective_scan_fwd(const ScanParams& p, void* stream) {
   COIL_CHECK(p.bc == DType::f32 || p.bc == DType::bf16, "selective_scan_fwd: B/C dtype must be f32 or bf16");
   COIL_CHECK(p.batch <= 65535, "selective_scan_fwd: batch above 65535");
   if (p.batch == 0 || p.dim == 0) return;
-  COIL_CHECK((p.len == 0 || (p.u && p.delta && p.out && (!p.has_z || p.z))) && p.A && p.B && p.C &&
-                 (!p.has_D || p.D) && (!p.has_delta_bias || p.delta_bias),
+  // With len 0 the per-step buffers (u, delta, z, out and selective B, C) are
+  // empty and may be null; the kernel then only writes hT (= h0).
+  COIL_CHECK((p.len == 0 || (p.u && p.delta && p.out && (!p.has_z || p.z) && p.B && p.C)) && p.A &&
+                 (p.var_B || p.B) && (p.var_C || p.C) && (!p.has_D || p.D) && (!p.has_delta_bias || p.delta_bias),
              "selective_scan_fwd: a required buffer is null");
   const SegPlan plan = p.len > 0 ? fwd_plan(p) : SegPlan{};
   float* ws = static_cast<float*>(p.fwd_workspace);

@@ -374,6 +374,25 @@ TEST_CASE("cuda parity: selective scan forward and backward (odd sizes, chunk ed
   }
 }
 
+TEST_CASE("cuda: selective scan over zero steps passes the state through, as on the CPU") {
+  if (skip_without_gpu()) return;
+  const int64_t b = 2, d = 5, n = 4;
+  Generator g = fresh();
+  Tensor A = rand({d, n}, DType::f32, Device::cpu(), &g, -2.0, -0.1);
+  Tensor h0 = randn({b, d, n}, DType::f32, Device::cpu(), &g), dhT = randn({b, d, n}, DType::f32, Device::cpu(), &g);
+  for (Device dev : {Device::cpu(), Device::cuda(0)}) {
+    CAPTURE(dev.index);
+    Tensor u = zeros({b, d, 0}, DType::f32, dev).set_requires_grad(true);
+    Tensor Bm = zeros({b, n, 0}, DType::f32, dev), Cm = zeros({b, n, 0}, DType::f32, dev);
+    Tensor h = h0.to(dev).detach().set_requires_grad(true);
+    ScanResult r = selective_scan(u, u, A.to(dev), Bm, Cm, Tensor(), Tensor(), Tensor(), true, h, true);
+    CHECK(r.out.numel() == 0);
+    CHECK(r.last_state.to(Device::cpu()).to_vector() == h0.to_vector());
+    backward(r.last_state, dhT.to(dev));
+    CHECK(h.grad().to(Device::cpu()).to_vector() == dhT.to_vector());
+  }
+}
+
 TEST_CASE("cuda parity: selective_scan_dt_proj (delta recomputed from dt_proj in the backward)") {
   if (skip_without_gpu()) return;
   for (DType dt : {DType::f32, DType::bf16}) {
