@@ -12,29 +12,6 @@ using namespace coil::test;
 
 namespace {
 
-struct Poison {
-  Poison() { set_poison_allocations(true); }
-  ~Poison() { set_poison_allocations(false); }
-};
-
-Generator fresh() {
-  static uint64_t n = 0;
-  return Generator{uint64_t(std::random_device{}()) << 20 | n++, 0};
-}
-
-// ||a - b|| / ||b|| over all elements; NaN anywhere fails.
-double rel_err(const Tensor& a, const Tensor& b) {
-  auto x = a.to_vector(), y = b.to_vector();
-  REQUIRE(x.size() == y.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i]) || std::isnan(y[i])) return INFINITY;
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
 double tol(DType d) { return d == DType::bf16 ? 1e-2 : 1e-5; }
 
 // Runs f on CPU f32 copies and on CUDA tensors of dtype dt; compares the

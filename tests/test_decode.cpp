@@ -15,29 +15,6 @@ using namespace coil::test;
 
 namespace {
 
-struct Poison {
-  Poison() { set_poison_allocations(true); }
-  ~Poison() { set_poison_allocations(false); }
-};
-
-uint64_t fresh_seed() {
-  static uint64_t n = 0;
-  return uint64_t(std::random_device{}()) << 20 | n++;
-}
-
-// ||a - b|| / ||b|| over all elements; NaN anywhere fails.
-double rel_err(const Tensor& a, const Tensor& b) {
-  auto x = a.to_vector(), y = b.to_vector();
-  REQUIRE(x.size() == y.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i]) || std::isnan(y[i])) return INFINITY;
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
 double tol(DType d) { return d == DType::f64 ? 1e-12 : d == DType::f32 ? 1e-5 : 1e-2; }
 
 // Values representable in dt, as an f32 (f64) tensor on `dev` in dtype dt.

@@ -158,22 +158,6 @@ TEST_CASE("MambaLM::loss (fused head) matches logits + cross_entropy, tied weigh
 
 // ------------------------------------------------------------------ CUDA
 
-namespace {
-
-double rel_err(const Tensor& a, const Tensor& b) {
-  auto x = a.to(Device::cpu()).to(DType::f64).to_vector(), y = b.to(DType::f64).to_vector();
-  REQUIRE(x.size() == y.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i]) || std::isnan(y[i])) return INFINITY;
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
-}  // namespace
-
 TEST_CASE("cuda parity: linear_cross_entropy against the CPU (bf16, f32, f32 master weight)") {
   if (skip_without_gpu()) return;
   set_poison_allocations(true);
