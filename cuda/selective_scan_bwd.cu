@@ -41,22 +41,6 @@ void dispatch_bwd(const ScanParams& p, const BwdArgs& a, dim3 grid, size_t smem,
   else launch_bwd<IO, BC, false, false>(a, grid, smem, st);
 }
 
-template <class IO, class BC>
-void launch_seg(const SegArgs& a, cudaStream_t st) {
-  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch), unsigned(a.seg.n_seg - 1));
-  seg_kernel<IO, BC, true><<<grid, kThreads, seg_smem_bytes(), st>>>(a);
-  COIL_CUDA_LAUNCH_CHECK();
-}
-void launch_seg_summary(const ScanParams& p, const SegArgs& a, cudaStream_t st) {
-  if (p.io == DType::f32) {
-    if (p.bc == DType::f32) launch_seg<float, float>(a, st);
-    else launch_seg<float, coil::bf16>(a, st);
-  } else {
-    if (p.bc == DType::f32) launch_seg<coil::bf16, float>(a, st);
-    else launch_seg<coil::bf16, coil::bf16>(a, st);
-  }
-}
-
 // Segments: enough blocks for about two waves of the backward kernel (the
 // summary pass is cheap next to it).
 SegPlan bwd_plan(const ScanParams& p) {
@@ -101,7 +85,7 @@ void selective_scan_bwd(const ScanParams& p, const ScanGrads& gr, void* stream) 
     const BwdArgs a = make_bwd_args(p, gr, plan);
     const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), unsigned(plan.n_seg));
     const size_t smem = bwd_smem_bytes(a);
-    if (plan.n_seg > 1) launch_seg_summary(p, make_seg_args(p, plan, true, gr.dout, a.seg_g, a.seg_dt), st);
+    if (plan.n_seg > 1) launch_seg_summary<true>(p, make_seg_args(p, plan, true, gr.dout, a.seg_g, a.seg_dt), st);
 #ifdef COIL_SCAN_DEV_IO  // resource-report experiments: compile one instantiation only, e.g.
     // -DCOIL_SCAN_DEV_IO=coil::bf16 -DCOIL_SCAN_DEV_BC=coil::bf16 -DCOIL_SCAN_DEV_VB=true -DCOIL_SCAN_DEV_VC=true
     launch_bwd<COIL_SCAN_DEV_IO, COIL_SCAN_DEV_BC, COIL_SCAN_DEV_VB, COIL_SCAN_DEV_VC>(a, grid, smem, st);

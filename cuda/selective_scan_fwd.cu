@@ -29,13 +29,6 @@ void launch_fwd(const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t st) {
 }
 
 template <class IO, class BC>
-void launch_seg(const SegArgs& a, cudaStream_t st) {
-  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch), unsigned(a.seg.n_seg - 1));
-  seg_kernel<IO, BC, false><<<grid, kThreads, seg_smem_bytes(), st>>>(a);
-  COIL_CUDA_LAUNCH_CHECK();
-}
-
-template <class IO, class BC>
 void dispatch_fwd(const ScanParams& p, const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t st) {
   if (p.var_B && p.var_C) launch_fwd<IO, BC, true, true>(a, grid, smem, st);
   else if (p.var_B) launch_fwd<IO, BC, true, false>(a, grid, smem, st);
@@ -43,25 +36,11 @@ void dispatch_fwd(const ScanParams& p, const FwdArgs& a, dim3 grid, size_t smem,
   else launch_fwd<IO, BC, false, false>(a, grid, smem, st);
 }
 
-}  // namespace
-}  // namespace scan
-
-namespace scan {
-namespace {
 // Blocks of the forward kernel one SM holds (its __launch_bounds__).
 constexpr int kFwdBlocksPerSm = 6;
 SegPlan fwd_plan(const ScanParams& p) {
   return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, int64_t(sm_count()) * kFwdBlocksPerSm,
                        p.segments);
-}
-void launch_seg_summary(const ScanParams& p, const SegArgs& a, cudaStream_t st) {
-  if (p.io == DType::f32) {
-    if (p.bc == DType::f32) launch_seg<float, float>(a, st);
-    else launch_seg<float, coil::bf16>(a, st);
-  } else {
-    if (p.bc == DType::f32) launch_seg<coil::bf16, float>(a, st);
-    else launch_seg<coil::bf16, coil::bf16>(a, st);
-  }
 }
 }  // namespace
 }  // namespace scan
@@ -92,7 +71,7 @@ void selective_scan_fwd(const ScanParams& p, void* stream) {
   const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), unsigned(plan.n_seg));
   const size_t smem = fwd_smem_bytes(a);
   auto st = static_cast<cudaStream_t>(stream);
-  if (plan.n_seg > 1) launch_seg_summary(p, make_seg_args(p, plan, false, nullptr, a.seg_h, a.seg_dt), st);
+  if (plan.n_seg > 1) launch_seg_summary<false>(p, make_seg_args(p, plan, false, nullptr, a.seg_h, a.seg_dt), st);
   if (p.io == DType::f32) {
     if (p.bc == DType::f32) dispatch_fwd<float, float>(p, a, grid, smem, st);
     else dispatch_fwd<float, coil::bf16>(p, a, grid, smem, st);

@@ -158,5 +158,24 @@ inline SegArgs make_seg_args(const ScanParams& p, const SegPlan& s, bool bwd, co
   return a;
 }
 
+#if defined(__CUDACC__)
+// Launches the summary pass for segments (forward: 0..n_seg-2, backward:
+// 1..n_seg-1) in the dtypes of p.
+template <bool kBwd> void launch_seg_summary(const ScanParams& p, const SegArgs& a, cudaStream_t st) {
+  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch), unsigned(a.seg.n_seg - 1));
+  auto go = [&](auto kern) {
+    kern<<<grid, kThreads, seg_smem_bytes(), st>>>(a);
+    COIL_CUDA_LAUNCH_CHECK();
+  };
+  if (p.io == DType::f32) {
+    if (p.bc == DType::f32) go(seg_kernel<float, float, kBwd>);
+    else go(seg_kernel<float, coil::bf16, kBwd>);
+  } else {
+    if (p.bc == DType::f32) go(seg_kernel<coil::bf16, float, kBwd>);
+    else go(seg_kernel<coil::bf16, coil::bf16, kBwd>);
+  }
+}
+#endif
+
 }  // namespace
 }  // namespace coil::cuda::scan

@@ -21,21 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "core/param_kind.h"
 #include "core/tensor.h"
 
 namespace coil::nn {
 
-// What a parameter is, for optimizer grouping (optim/param_groups.h uses the
-// same strings): Linear weights take weight decay, the rest by configuration.
-namespace param_kind {
-inline constexpr const char* linear_weight = "linear_weight";
-inline constexpr const char* linear_bias = "linear_bias";
-inline constexpr const char* conv_weight = "conv_weight";
-inline constexpr const char* conv_bias = "conv_bias";
-inline constexpr const char* norm_weight = "norm_weight";
-inline constexpr const char* embedding = "embedding";
-inline constexpr const char* ssm = "ssm";  // A_log, D, dt bias, non-selective B/C
-}  // namespace param_kind
+namespace param_kind = ::coil::param_kind;  // the kinds' strings: core/param_kind.h
 
 struct ParamOptions {
   std::string kind = param_kind::ssm;

@@ -100,6 +100,22 @@ cuda::ConvStepArgs conv_args(const Tensor& conv_state, const Tensor& weight, con
   a.out = out.data_ptr();
   return a;
 }
+
+// The add + RMSNorm prologue of decode_norm_linear and decode_add_rms_norm:
+// x (+ residual) -> residual_out (dtype rdt), normalised with nw.
+cuda::NormPrologue norm_prologue(const Tensor& xc, const Tensor& rc, const Tensor& nw, double eps,
+                                 const Tensor& residual_out, DType rdt) {
+  cuda::NormPrologue np;
+  np.x = xc.data_ptr();
+  np.x_dtype = xc.dtype();
+  np.residual = rc.defined() ? rc.data_ptr() : nullptr;
+  np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
+  np.weight = nw.data<float>();
+  np.eps = float(eps);
+  np.residual_out = residual_out.data_ptr();
+  np.residual_out_dtype = rdt;
+  return np;
+}
 #endif
 
 }  // namespace
@@ -329,15 +345,7 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
     r.y = out_or_empty(op, out, "out", {m, n}, dt, x);
     COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
                ": residual_out must not alias x or residual");
-    cuda::NormPrologue np;
-    np.x = xc.data_ptr();
-    np.x_dtype = xc.dtype();
-    np.residual = rc.defined() ? rc.data_ptr() : nullptr;
-    np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
-    np.weight = nw.data<float>();
-    np.eps = float(eps);
-    np.residual_out = r.residual.data_ptr();
-    np.residual_out_dtype = rdt;
+    const cuda::NormPrologue np = norm_prologue(xc, rc, nw, eps, r.residual, rdt);
     std::vector<Tensor> keep;
     cuda::ConvStepArgs ca;
     if (conv_state.defined()) {
@@ -394,15 +402,7 @@ AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const
     r.y = out_or_empty(op, y_out, "y_out", {m, k}, out_dtype, x);
     COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
                ": residual_out must not alias x or residual");
-    cuda::NormPrologue np;
-    np.x = xc.data_ptr();
-    np.x_dtype = xc.dtype();
-    np.residual = rc.defined() ? rc.data_ptr() : nullptr;
-    np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
-    np.weight = nw.data<float>();
-    np.eps = float(eps);
-    np.residual_out = r.residual.data_ptr();
-    np.residual_out_dtype = rdt;
+    const cuda::NormPrologue np = norm_prologue(xc, rc, nw, eps, r.residual, rdt);
     cuda::add_rms_norm_rows(np, m, k, r.y.data_ptr(), out_dtype, x.device().index);
     return r;
   }

@@ -174,7 +174,10 @@ ScanResult scan_impl(const Tensor& u, const Tensor& delta, const Tensor& A, cons
       for (const Tensor& t : orig) dts.push_back(t.defined() ? t.dtype() : DType::f32);
       std::vector<Tensor> outs{out};
       if (last.defined()) outs.push_back(last);
-      if (lr) orig[1] = lr->dt, orig.push_back(lr->weight);
+      if (lr) {
+        orig[1] = lr->dt;
+        orig.push_back(lr->weight);
+      }
       CudaInputs kept = in;
       if (lr) kept.delta = Tensor();  // recomputed in the backward
       detail::record_op(op, orig, outs, [kept, states, softplus, dts, lr](const std::vector<Tensor>& g,
@@ -228,7 +231,10 @@ ScanResult scan_impl(const Tensor& u, const Tensor& delta, const Tensor& A, cons
   std::vector<Tensor> outs{out};
   if (last.defined()) outs.push_back(last);
   std::vector<Tensor> inputs{u, delta, A, B, C, D, z, delta_bias, h0};
-  if (lr) inputs[1] = lr->dt, inputs.push_back(lr->weight);
+  if (lr) {
+    inputs[1] = lr->dt;
+    inputs.push_back(lr->weight);
+  }
   detail::record_op(op, inputs, outs,
                     [kept = saved, s, lr](const std::vector<Tensor>& g, const std::vector<bool>& need_in) {
                       std::vector<Tensor> sv = kept;

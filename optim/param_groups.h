@@ -5,25 +5,18 @@
 // sorted inside each group so the optimizer-state order is stable across
 // resumes.
 //
-// Kinds are plain strings so optim/ needs nothing from nn/; nn::ParamInfo
-// carries the same strings (nn/module.h param_kind).
+// Kinds are the plain strings of core/param_kind.h, which nn::ParamInfo
+// carries too, so optim/ needs nothing from nn/.
 #pragma once
 #include <string>
 #include <vector>
 
+#include "core/param_kind.h"
 #include "core/tensor.h"
 
 namespace coil::optim {
 
-namespace param_kind {
-inline constexpr const char* linear_weight = "linear_weight";
-inline constexpr const char* linear_bias = "linear_bias";
-inline constexpr const char* conv_weight = "conv_weight";
-inline constexpr const char* conv_bias = "conv_bias";
-inline constexpr const char* norm_weight = "norm_weight";
-inline constexpr const char* embedding = "embedding";
-inline constexpr const char* ssm = "ssm";
-}  // namespace param_kind
+namespace param_kind = ::coil::param_kind;  // the kinds' strings: core/param_kind.h
 
 struct ParamSpec {
   std::string name;
