@@ -136,6 +136,90 @@ __global__ void ssm_step_kernel(SsmStepArgs a) {
   }
 }
 
+// Four values of T from 4*sizeof(T) aligned bytes (one 16- or 8-byte load).
+template <class T> __device__ __forceinline__ void load4(const T* p, float* v) {
+  if constexpr (sizeof(T) == 4) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+  } else {
+    union {
+      uint2 u;
+      T e[4];
+    } q;
+    q.u = *reinterpret_cast<const uint2*>(p);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = load_as<float, T>(q.e[i]);
+  }
+}
+
+// The same step with G = dstate/4 lanes per (b, d), lane j owning states
+// 4j..4j+3: its state, A, B and C are one vector load each, and every load
+// the lane needs (state, B, C, x, z and its dt_proj terms) is issued before
+// any arithmetic waits on one, so a step costs about one memory round trip
+// after the wait (the G-lane kernel above chains three). The parameters
+// (A, D, dt bias) are read before the wait: no kernel of the step writes
+// them. The grid covers every (b, d) once.
+template <class T, int G>
+__global__ void ssm_step_vec_kernel(SsmStepArgs a) {
+  const int64_t n = a.batch * a.dim;
+  const int j = threadIdx.x % G;
+  const int64_t iv = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / G;
+  const bool live = iv < n;
+  const int64_t i = live ? iv : n - 1;  // dead lanes compute on the last channel and store nothing
+  const int64_t b = i / a.dim, d = i - b * a.dim;
+  const float4 A4 = *reinterpret_cast<const float4*>(a.A + d * a.dstate + 4 * j);
+  const float Dd = a.D ? a.D[d] : 0.f, bias = a.dt_bias ? a.dt_bias[d] : 0.f;
+  const T* dt_w = static_cast<const T*>(a.dt_w);
+  if (dt_w && j == 0) prefetch_l2(dt_w + d * a.dt_rank);
+  pdl_wait();
+  pdl_trigger();
+  float* hp = a.state + i * a.dstate + 4 * j;
+  const float4 h4 = *reinterpret_cast<const float4*>(hp);
+  float Bv[4], Cv[4];
+  load4<T>(static_cast<const T*>(a.B) + b * a.B_row + 4 * j, Bv);
+  load4<T>(static_cast<const T*>(a.C) + b * a.C_row + 4 * j, Cv);
+  const float xv = load_as<float, T>(static_cast<const T*>(a.x)[b * a.x_row + d]);
+  const T* z = static_cast<const T*>(a.z);
+  const float zv = z ? load_as<float, T>(z[b * a.z_row + d]) : 0.f;
+  const T* dt_in = static_cast<const T*>(a.dt_in);
+  float dt = 0.f;
+  if (dt_w) {
+    const T* wr = dt_w + d * a.dt_rank;
+    const T* ir = dt_in + b * a.dt_row;
+    // Four terms per round, loads first (dt_rank 48 at G 4: three rounds).
+    int64_t r = j;
+    for (; r + 3 * G < a.dt_rank; r += 4 * G) {
+      float wv[4], xi[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) wv[q] = load_as<float, T>(wr[r + q * G]), xi[q] = load_as<float, T>(ir[r + q * G]);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) dt += wv[q] * xi[q];
+    }
+    for (; r < a.dt_rank; r += G) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
+    dt = group_sum<G>(dt);
+  } else {
+    dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
+  }
+  dt += bias;
+  // softplus with PyTorch's threshold 20, accurate expf/log1pf (dt feeds an exponent).
+  if (a.softplus) dt = dt <= 20.f ? log1pf(expf(dt)) : dt;
+  const float dtx = dt * xv;
+  const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
+  float hn[4], y = 0.f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    hn[k] = expf(dt * Av[k]) * hv[k] + dtx * Bv[k];
+    y += Cv[k] * hn[k];
+  }
+  if (live) *reinterpret_cast<float4*>(hp) = make_float4(hn[0], hn[1], hn[2], hn[3]);
+  y = group_sum<G>(y);
+  if (live && j == 0) {
+    y += Dd * xv;
+    if (z) y *= silu_f(zv);
+    static_cast<T*>(a.out)[i] = store_as<T, float>(y);
+  }
+}
+
 // (value, index) pairs: larger value wins, then the lower index.
 __device__ __forceinline__ bool better(float v, int64_t i, float bv, int64_t bi) {
   return v > bv || (v == bv && i < bi);
@@ -247,27 +331,76 @@ __device__ __forceinline__ void store_dyn(void* p, DType t, int64_t i, float v) 
     static_cast<float*>(p)[i] = v;
 }
 
+// n values p[idx[0..n)] of a run-time dtype into v (n <= kNormPer): the
+// dtype switch sits outside the loop, so the loads issue back to back.
+constexpr int kNormPer = 8;
+__device__ __forceinline__ void load_dyn_n(const void* p, DType t, const int64_t* idx, int n, float* v) {
+  if (t == DType::bf16) {
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j)
+      if (j < n) v[j] = load_as<float, bf16>(static_cast<const bf16*>(p)[idx[j]]);
+  } else if (t == DType::f16) {
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j)
+      if (j < n) v[j] = load_as<float, f16>(static_cast<const f16*>(p)[idx[j]]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j)
+      if (j < n) v[j] = static_cast<const float*>(p)[idx[j]];
+  }
+}
+
 // One row of the fused residual add + RMSNorm, exactly as ops/rms_norm's
 // CUDA kernel and the cast to T would do it: r = x + residual rounded
 // through the residual's dtype, y = r * rsqrt(mean(r^2) + eps) * weight
 // rounded to x's dtype, then to T. The block's threads share the row; xs
 // (K floats) gets y; write_res: this block also writes the residual stream.
+// A thread takes up to kNormPer values per round and issues all their loads
+// (x, residual, weight) before using any: a decode row is a few values per
+// thread, so the row costs one memory round trip instead of one per value.
 template <class T>
 __device__ void norm_row(const NormPrologue& p, int64_t m, int64_t K, float* xs, bool write_res) {
   __shared__ float scratch[32];
-  float ss = 0.f;
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
-    float v = load_dyn(p.x, p.x_dtype, m * K + k);
-    if (p.residual) v += load_dyn(p.residual, p.residual_dtype, m * K + k);
-    v = round_dyn(v, p.residual_out_dtype);
-    if (write_res) store_dyn(p.residual_out, p.residual_out_dtype, m * K + k, v);
-    xs[k] = v;
-    ss += v * v;
+  const int nt = int(blockDim.x);
+  const int64_t per_round = int64_t(kNormPer) * nt;
+  const bool one_round = K <= per_round;  // then the weights stay in registers
+  float ss = 0.f, wv[kNormPer];
+  for (int64_t k0 = 0; k0 < K; k0 += per_round) {
+    int64_t idx[kNormPer];
+    int n = 0;
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j) {
+      idx[j] = m * K + k0 + threadIdx.x + int64_t(j) * nt;
+      if (k0 + threadIdx.x + int64_t(j) * nt < K) n = j + 1;
+    }
+    float xv[kNormPer], rv[kNormPer];
+    load_dyn_n(p.x, p.x_dtype, idx, n, xv);
+    if (p.residual) load_dyn_n(p.residual, p.residual_dtype, idx, n, rv);
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j)
+      if (j < n) wv[j] = __ldg(p.weight + (idx[j] - m * K));
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j) {
+      if (j >= n) continue;
+      float v = p.residual ? xv[j] + rv[j] : xv[j];
+      v = round_dyn(v, p.residual_out_dtype);
+      if (write_res) store_dyn(p.residual_out, p.residual_out_dtype, idx[j], v);
+      xs[idx[j] - m * K] = v;
+      ss += v * v;
+    }
   }
   ss = block_sum(ss, scratch);  // ends with a barrier
   const float rstd = rsqrtf(ss / float(K) + p.eps);
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-    xs[k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[k] * rstd * p.weight[k], p.x_dtype)));
+  // Each thread rescales the values it staged itself (no barrier needed).
+  for (int64_t k0 = 0; k0 < K; k0 += per_round) {
+#pragma unroll
+    for (int j = 0; j < kNormPer; ++j) {
+      const int64_t k = k0 + threadIdx.x + int64_t(j) * nt;
+      if (k >= K) continue;
+      const float w = one_round ? wv[j] : __ldg(p.weight + k);
+      xs[k] = load_as<float, T>(store_as<T, float>(round_dyn(xs[k] * rstd * w, p.x_dtype)));
+    }
+  }
 }
 
 // The norm prologue: each block normalises the M input rows into shared
@@ -502,11 +635,33 @@ void conv_step(const ConvStepArgs& a, int device) {
 void ssm_step(const SsmStepArgs& a, int device) {
   const int64_t n = a.batch * a.dim;
   if (n == 0) return;
+  constexpr int kThreads = 128;
+  // Vector path: 4 states per lane (1 to 8 lanes per channel) and every
+  // vector operand aligned to its 4 elements.
+  const int64_t es = int64_t(element_size(a.dtype));
+  auto al = [](const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) == 0; };
+  const int64_t g4 = a.dstate / 4;
+  const bool vec = a.dstate % 4 == 0 && (g4 == 1 || g4 == 2 || g4 == 4 || g4 == 8) && al(a.state, 16) &&
+                   al(a.A, 16) && al(a.B, 4 * es) && al(a.C, 4 * es) && (a.batch == 1 || (a.B_row % 4 == 0 && a.C_row % 4 == 0));
+  if (vec) {
+    COIL_CHECK(n * g4 / kThreads < int64_t(INT32_MAX), "ssm_step: batch x dim too large (", n, ")");
+    dispatch_act(a.dtype, "ssm_step", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const dim3 grid(unsigned((n * g4 + kThreads - 1) / kThreads));
+      auto launch = [&](auto kernel) { launch_maybe_pdl(kernel, grid, dim3(kThreads), 0, stream_of(device), a); };
+      switch (g4) {
+        case 1: return launch(ssm_step_vec_kernel<T, 1>);
+        case 2: return launch(ssm_step_vec_kernel<T, 2>);
+        case 4: return launch(ssm_step_vec_kernel<T, 4>);
+        default: return launch(ssm_step_vec_kernel<T, 8>);
+      }
+    });
+    return;
+  }
   // Lanes per channel: one per state up to 16 (mamba's d_state), at least 4
   // so the dt_proj dot (dt_rank 48 for mamba-130m) is split too.
   const int64_t want = std::max<int64_t>(a.dstate, a.dt_w ? std::min<int64_t>(a.dt_rank, 4) : 1);
   const int g = want <= 1 ? 1 : want <= 2 ? 2 : want <= 4 ? 4 : want <= 8 ? 8 : 16;
-  constexpr int kThreads = 128;
   dispatch_act(a.dtype, "ssm_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const unsigned grid = grid_for(n * g, kThreads);

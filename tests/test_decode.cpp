@@ -110,10 +110,16 @@ void ssm_case(Device dev, DType dt, SsmCase s) {
 std::vector<SsmCase> ssm_cases() {
   // d_state 16 and 32 (16 lanes per channel, one or two states each), 1
   // and 3 (fewer lanes); batch 1 at mamba-130m's width, batch 64; odd
-  // channel counts leave dead lanes in the last warp.
+  // channel counts leave dead lanes in the last warp. Rows whose B/C do not
+  // start 4-element aligned take the GPU's scalar G-lane kernel.
   return {{3, 37, 16, 5, true, true, true},   {3, 37, 1, 0, true, true, true},  {1, 37, 16, 0, false, false, false},
           {2, 64, 16, 48, true, true, true},  {5, 9, 3, 2, false, true, true},  {1, 1536, 16, 48, true, true, true},
-          {64, 37, 16, 5, true, true, false}, {3, 37, 32, 3, true, false, true}, {2, 13, 5, 7, false, true, true}};
+          {64, 37, 16, 5, true, true, false}, {3, 37, 32, 3, true, false, true}, {2, 13, 5, 7, false, true, true},
+          // Rows aligned to 4 elements take the GPU's vector path (4 states a
+          // lane, dstate/4 lanes a channel): dstate 4, 8, 16, 32; dead lanes
+          // past 37 channels; batch 64 at mamba-130m's width.
+          {4, 40, 4, 0, true, true, true},    {2, 24, 8, 8, false, true, true}, {3, 37, 32, 4, true, true, false},
+          {64, 1536, 16, 48, true, true, true}};
 }
 
 nn::MambaConfig small_lm(DType param, DType compute) {
