@@ -41,14 +41,7 @@ void dispatch_bwd(const ScanParams& p, const BwdArgs& a, dim3 grid, size_t smem,
   else launch_bwd<IO, BC, false, false>(a, grid, smem, st);
 }
 
-// Segments: enough blocks for about two waves of the backward kernel (the
-// summary pass is cheap next to it).
-SegPlan bwd_plan(const ScanParams& p) {
-  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return SegPlan{};
-  const int per_sm = (p.var_B && !p.var_C) ? kBwdMinBlocks<true, false> : kBwdMinBlocks<true, true>;
-  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 2 * int64_t(sm_count()) * per_sm,
-                       p.segments);
-}
+SegPlan bwd_plan(const ScanParams& p) { return bwd_seg_plan(p, sm_count()); }
 
 }  // namespace
 }  // namespace scan

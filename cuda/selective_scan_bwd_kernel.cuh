@@ -24,46 +24,51 @@ struct BwdArgs {
   float *seg_g, *seg_dt;
 };
 
-// Shared memory (floats): u, dt, dy, sum G B, sum A G a h (32 x kRow each);
-// B, C tiles (kT x 16); the states entering sub-tiles 0..7 (float4 per
-// thread); the per-warp dB/dC partials of one sub-tile (2 buffers x 4 warps x
-// 8 steps x 32). With dstate > 16 a separate y tile follows (else y shares dy's).
-constexpr int kBwdSmemFloats = 5 * kCh * kRow + 2 * kT * kRound + kSub * kThreads * 4 + 2 * 4 * kTs * 32;
+// Shared memory (floats): u, dt, dy (32 x kRow each); B, C tiles (kT x 16);
+// the states entering sub-tiles 1..7 (float4 per thread; sub-tile 0's is the
+// saved chunk state, read again from global); the per-warp dB/dC partials of
+// one sub-tile (2 buffers x 4 warps x 8 steps x 32). That is 55.5 KB, so 4
+// blocks fit an SM. With dstate <= 16 (one round) du and ddelta are made in
+// pass 2 as each step's sums arrive and written over dy and u (no longer
+// needed there); with more rounds the sums accumulate over rounds in two more
+// rows (sum G B, sum A G a h) and y gets its own row.
+constexpr int kBwdSmemFloats = 3 * kCh * kRow + 2 * kT * kRound + (kSub - 1) * kThreads * 4 + 2 * 4 * kTs * 32;
+constexpr int kBwdMultiSmemFloats = 3 * kCh * kRow;  // sum G B, sum A G a h, y
 
-// Occupancy and register use per variant. The selective kernel runs 3 blocks
-// per SM (168 registers, 76 KB of shared memory each) and keeps each
-// sub-tile's 8x4 decays in registers (2 exp2 per state-step in the backward).
-// The LTI variants carry 4-8 more accumulators and recompute the decays in the
-// reverse loop instead (3 exp2); the mixed selective-B/LTI-C one still spilled
-// at 168 and gets 2 blocks. All are spill-free with nvcc 13.0 (-Xptxas -v);
-// these settings sit close to the register cap, so recheck after edits.
-template <bool kVarB, bool kVarC> constexpr int kBwdMinBlocks = (kVarB && !kVarC) ? 2 : 3;
-template <bool kVarB, bool kVarC> constexpr bool kBwdStoreDecay = kVarB && kVarC;
+// Occupancy and register use per variant: 4 blocks per SM (128 registers),
+// the decays recomputed in the reverse loop (3 exp2 per state-step in the
+// backward). Keeping the sub-tile's 8x4 decays in registers instead saves an
+// exp2 but needs 168 registers and 3 blocks per SM, which measured slower:
+// the kernel is latency-bound, so warps per SM count for more than
+// instructions. The mixed selective-B/LTI-C variant spills at 128 and gets 2
+// blocks. All are spill-free with nvcc 13.0 (-Xptxas -v); these settings sit
+// close to the register cap, so recheck after edits.
+template <bool kVarB, bool kVarC> constexpr int kBwdMinBlocks = (kVarB && !kVarC) ? 2 : 4;
 
 template <class IO, class BC, bool kVarB, bool kVarC>
 __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_kernel(const __grid_constant__ BwdArgs a) {
   float* u_s = reinterpret_cast<float*>(dyn_smem());
   float* dt_s = u_s + kCh * kRow;
   float* dy_s = dt_s + kCh * kRow;
-  float* gB_s = dy_s + kCh * kRow;
-  float* gA_s = gB_s + kCh * kRow;
-  float* B_s = gA_s + kCh * kRow;
+  float* B_s = dy_s + kCh * kRow;
   float* C_s = B_s + kT * kRound;
-  float4* bnd = reinterpret_cast<float4*>(C_s + kT * kRound);
+  float4* bnd = reinterpret_cast<float4*>(C_s + kT * kRound) - kThreads;  // bnd[j * kThreads + tid], j >= 1
   float* part = reinterpret_cast<float*>(bnd + kSub * kThreads);
   const bool multi = a.n_rounds > 1;
-  float* y_s = multi ? part + 2 * 4 * kTs * 32 : dy_s;
+  // dstate > 16 only: sum G B, sum A G a h and y rows.
+  float* gB_s = part + 2 * 4 * kTs * 32;
+  float* gA_s = gB_s + kCh * kRow;
+  float* y_s = multi ? gA_s + kCh * kRow : dy_s;
 
   constexpr int V = Vec<IO>::V, VPR = kT / V, MI = kCh * VPR / kThreads;
   constexpr int VB = Vec<BC>::V, VPRB = kT / VB;
   constexpr int NV = int(kVarB) + int(kVarC);  // values per state summed over channels
-  // Pass 2 keeps the sub-tile's decays from the recompute, or recomputes them.
-  constexpr bool kStoreDecay = kBwdStoreDecay<kVarB, kVarC>;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane & 3;
   const int c = w * 8 + (lane >> 2);
   const int64_t b = blockIdx.y, cg = blockIdx.x, d0 = cg * kCh, d = d0 + c;
   const int64_t L = a.len, N = a.dstate, dim = a.dim;
   const bool dok = d < dim;
+  const float Dd_lane = (dok && a.has_D) ? __ldg(a.D + d) : 0.f;
   const int64_t lane_row = (b * dim + d) * N;  // (b, d, :) in state-shaped arrays
   // Time segment (grid z): tiles k0..k1-1. Per-(b, d) partials are per segment
   // too (summed with the batch in the fixed-order sums); dh0 comes from segment 0.
@@ -252,19 +257,22 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
       if (multi) load_state(r, first);
       // ---- pass 1: from the state entering the tile (saved by the forward),
       // the states at the sub-tile boundaries (bnd[j] enters sub-tile j), and y.
+      // The state entering the tile, saved by the forward (pass 2 reads it
+      // again for sub-tile 0 rather than keeping it in registers or smem).
+      const float* cs = a.chunk_states + ((b * dim + d) * a.n_tiles + k) * N + int64_t(r) * kRound + 4 * g;
+      const int64_t nleft = N - int64_t(r) * kRound - 4 * g;
+      const int nvalid = dok ? int(nleft < 4 ? nleft : 4) : 0;
+      auto load_cs = [&](float* hh) {
+#pragma unroll
+        for (int s = 0; s < 4; ++s) hh[s] = s < nvalid ? cs[s] : 0.f;
+      };
       {
         float h[4];
-        {
-          const float* cs = a.chunk_states + ((b * dim + d) * a.n_tiles + k) * N + int64_t(r) * kRound + 4 * g;
-          const int64_t nleft = N - int64_t(r) * kRound - 4 * g;
-          const int nvalid = dok ? int(nleft < 4 ? nleft : 4) : 0;
-#pragma unroll
-          for (int s = 0; s < 4; ++s) h[s] = s < nvalid ? cs[s] : 0.f;
-        }
+        load_cs(h);
         float* yrow = y_s + c * kRow;
 #pragma unroll 1
         for (int j = 0; j < kSub; ++j) {
-          bnd[j * kThreads + tid] = make_float4(h[0], h[1], h[2], h[3]);
+          if (j > 0) bnd[j * kThreads + tid] = make_float4(h[0], h[1], h[2], h[3]);
 #pragma unroll
           for (int q = 0; q < kTs / 4; ++q) {
             const int tt = j * kTs + q * 4;
@@ -289,12 +297,16 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
         // The state entering the sub-tile (read again for its first step's
         // h_{t-1} rather than held in registers).
         auto load_hs0 = [&](float* hh) {
-          const float4 v = bnd[j * kThreads + tid];
-          hh[0] = v.x, hh[1] = v.y, hh[2] = v.z, hh[3] = v.w;
+          if (j == 0) {
+            load_cs(hh);
+          } else {
+            const float4 v = bnd[j * kThreads + tid];
+            hh[0] = v.x, hh[1] = v.y, hh[2] = v.z, hh[3] = v.w;
+          }
         };
-        // Recompute the sub-tile's states (same arithmetic as pass 1) and, when
-        // registers allow, their decays (else the reverse loop recomputes them).
-        float hr[kTs][4], ar[kStoreDecay ? kTs : 1][4];
+        // Recompute the sub-tile's states (same arithmetic as pass 1); the
+        // reverse loop recomputes their decays.
+        float hr[kTs][4];
         {
           float hp[4];
           load_hs0(hp);
@@ -311,9 +323,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
               lane_bc<kVarB>(B_s, Bc, tt + ii, g, Bv);
 #pragma unroll
               for (int s = 0; s < 4; ++s) {
-                const float da = ex2(dtv[ii] * A2[s]);
-                if constexpr (kStoreDecay) ar[q * 4 + ii][s] = da;
-                hp[s] = fmaf(da, hp[s], Bv[s] * dtu[ii]);
+                hp[s] = fmaf(ex2(dtv[ii] * A2[s]), hp[s], Bv[s] * dtu[ii]);
                 hr[q * 4 + ii][s] = hp[s];
               }
             }
@@ -345,9 +355,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
             for (int s = 0; s < 4; ++s) {
               const float G = fmaf(dyv[ii], Cv[s], carry[s]);
               const float hprev = i > 0 ? hr[i - 1][s] : hs0[s];
-              float da;
-              if constexpr (kStoreDecay) da = ar[i][s];
-              else da = ex2(dtv[ii] * A2[s]);
+              const float da = ex2(dtv[ii] * A2[s]);
               const float Gah = G * (da * hprev);
               dAt[s] = fmaf(dtv[ii], Gah, dAt[s]);
               GB = fmaf(G, Bv[s], GB);
@@ -384,14 +392,26 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
           // Sum over the channel's 4 lanes: lane g gets step tt+g.
           rs_step<4>(gv, 2, (g & 2) != 0);
           rs_step<2>(gv, 1, (g & 1) != 0);
-          float* gBrow = gB_s + c * kRow + tt + g;
-          float* gArow = gA_s + c * kRow + tt + g;
-          if (r == 0) {
-            *gBrow = gv[0];
-            *gArow = gv[1];
+          const int o = c * kRow + tt + g;
+          if (!multi) {
+            // du = D dy + dt sum_n G B;  ddelta = (sum_n A G a h + u sum_n G B) * softplus',
+            // written over dy and u: the channel's 4 lanes have read this
+            // q-block's dy and u (the warp syncs before the writes), and no
+            // later step of the pass reads them.
+            const float dyv1 = dy_s[o], dtv1 = dt_s[o], uv1 = u_s[o];
+            const float du = fmaf(Dd_lane, dyv1, dtv1 * gv[0]);
+            float gd = fmaf(gv[1], kLn2, uv1 * gv[0]);
+            // softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)); identity above 20.
+            if (a.softplus && dtv1 <= 20.f) gd *= -expm1f(-dtv1);
+            __syncwarp();
+            dy_s[o] = du;
+            u_s[o] = gd;
+          } else if (r == 0) {
+            gB_s[o] = gv[0];
+            gA_s[o] = gv[1];
           } else {
-            *gBrow += gv[0];
-            *gArow += gv[1];
+            gB_s[o] += gv[0];
+            gA_s[o] += gv[1];
           }
         }
         if constexpr (NV > 0) {
@@ -440,6 +460,18 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
 #pragma unroll
       for (int i0 = 0; i0 < V; i0 += 4) {
         const int o = cc * kRow + j * V + i0;
+        if (!multi) {  // made in pass 2, over dy and u
+          const float4 du4 = *reinterpret_cast<const float4*>(dy_s + o);
+          const float4 dd4 = *reinterpret_cast<const float4*>(u_s + o);
+          const float duq[4] = {du4.x, du4.y, du4.z, du4.w}, ddq[4] = {dd4.x, dd4.y, dd4.z, dd4.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            duv[i0 + i] = duq[i];
+            ddv[i0 + i] = ddq[i];
+            if (t + i0 + i < L) sum += ddq[i];
+          }
+          continue;
+        }
         const float4 dy4 = *reinterpret_cast<const float4*>(dy_s + o);
         const float4 dt4 = *reinterpret_cast<const float4*>(dt_s + o);
         const float4 u4 = *reinterpret_cast<const float4*>(u_s + o);
@@ -537,6 +569,30 @@ inline WsLayout ws_layout(const ScanParams& p, int n_seg) {
   return w;
 }
 
+// Segments on a GPU of `sms` SMs. With fewer blocks than a wave, enough for
+// about two waves of the backward kernel (the summary pass is cheap next to
+// it). With a wave or more, segments only to fill the last wave: B16 x D1536
+// is 768 blocks on 528 slots (4 per SM on 132 SMs), 1.45 waves; cut in two
+// segments they are 3 waves of half-length blocks (+ one summary pass).
+// Measured on an H100 that gains only ~2% (2.34 -> 2.30 ms): an SM left with
+// fewer blocks in the last wave runs them faster, so a partial wave costs
+// less than a full one. p.segments > 0 forces a count (tests).
+inline SegPlan bwd_seg_plan(const ScanParams& p, int sms) {
+  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return SegPlan{};
+  const int per_sm = (p.var_B && !p.var_C) ? kBwdMinBlocks<true, false> : kBwdMinBlocks<true, true>;
+  const int64_t base = (p.dim + kCh - 1) / kCh * p.batch, wave = int64_t(sms) * per_sm;
+  const int64_t n_tiles = num_tiles(p.len);
+  if (p.segments > 0 || base < wave) return plan_segments(n_tiles, base, 2 * wave, p.segments);
+  // Cost in full-length block times: waves / segments, plus ~0.1 for the summary.
+  int best = 1;
+  double best_cost = double((base + wave - 1) / wave);
+  for (int n = 2; n <= 4 && n * kMinSegTiles <= n_tiles; ++n) {
+    const double cost = double((base * n + wave - 1) / wave) / n + 0.1;
+    if (cost < best_cost - 1e-9) best = n, best_cost = cost;
+  }
+  return plan_segments(n_tiles, base, 2 * wave, best);
+}
+
 // Grid: (ceil(dim / 32), batch, n_seg) blocks of kThreads; needs batch, dim, len > 0.
 inline BwdArgs make_bwd_args(const ScanParams& p, const ScanGrads& gr, const SegPlan& s) {
   const WsLayout wl = ws_layout(p, s.n_seg);
@@ -564,7 +620,7 @@ inline BwdArgs make_bwd_args(const ScanParams& p, const ScanGrads& gr, const Seg
   return a;
 }
 inline size_t bwd_smem_bytes(const BwdArgs& a) {
-  return kBwdSmemFloats * sizeof(float) + (a.n_rounds > 1 ? size_t(kCh) * kRow * sizeof(float) : 0);
+  return size_t(kBwdSmemFloats + (a.n_rounds > 1 ? kBwdMultiSmemFloats : 0)) * sizeof(float);
 }
 
 // The fixed-order sums that turn the partials into the gradients; `ran` says

@@ -36,12 +36,7 @@ void dispatch_fwd(const ScanParams& p, const FwdArgs& a, dim3 grid, size_t smem,
   else launch_fwd<IO, BC, false, false>(a, grid, smem, st);
 }
 
-// Blocks of the forward kernel one SM holds (its __launch_bounds__).
-constexpr int kFwdBlocksPerSm = 6;
-SegPlan fwd_plan(const ScanParams& p) {
-  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, int64_t(sm_count()) * kFwdBlocksPerSm,
-                       p.segments);
-}
+SegPlan fwd_plan(const ScanParams& p) { return fwd_seg_plan(p, sm_count()); }
 }  // namespace
 }  // namespace scan
 

@@ -27,8 +27,10 @@ struct FwdArgs {
 // for dstate > 16 the states of every round between tiles (n_rounds x 128 float4).
 constexpr int kFwdSmemFloats = 3 * kCh * kRow + 2 * kT * kRound;
 
+constexpr int kFwdMinBlocks = 6;  // blocks per SM (80 registers, 34 KB of shared memory)
+
 template <class IO, class BC, bool kVarB, bool kVarC>
-__global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant__ FwdArgs a) {
+__global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(const __grid_constant__ FwdArgs a) {
   float* u_s = reinterpret_cast<float*>(dyn_smem());
   float* dt_s = u_s + kCh * kRow;
   float* y_s = dt_s + kCh * kRow;
@@ -225,6 +227,11 @@ __global__ void __launch_bounds__(kThreads, 6) fwd_kernel(const __grid_constant_
 
 // ---- host side: the kernel's arguments and shared memory --------------------------
 
+// Segments on a GPU of `sms` SMs: enough blocks for about one wave
+// (p.segments > 0 forces a count, for tests).
+inline SegPlan fwd_seg_plan(const ScanParams& p, int sms) {
+  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, int64_t(sms) * kFwdMinBlocks, p.segments);
+}
 // Floats of the forward's workspace (segment summaries) under plan s.
 inline int64_t fwd_ws_floats(const ScanParams& p, const SegPlan& s) {
   return s.n_seg > 1 ? p.batch * p.dim * s.n_seg * (p.dstate + 1) : 0;

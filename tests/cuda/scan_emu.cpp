@@ -173,6 +173,9 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
   emu::yield();
   return emu::g_cur->shfl_res;
 }
+// A warp-wide meeting point: every lane of the warp arrives before any leaves
+// (a shuffle whose value nobody uses).
+inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)__shfl_xor_sync(mask, 0.f, 0); }
 
 #include "cuda/selective_scan_bwd_kernel.cuh"
 #include "cuda/selective_scan_fwd_kernel.cuh"
@@ -186,13 +189,10 @@ float4* dyn_smem() { return emu::g_smem.data(); }
 int64_t coil::cuda::scan_num_chunks(int64_t len) { return scan::num_tiles(len); }
 // Segments as the launchers plan them on a 132-SM GPU, or forced by p.segments.
 static coil::cuda::scan::SegPlan emu_fwd_plan(const coil::cuda::ScanParams& p) {
-  using namespace coil::cuda::scan;
-  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 132 * 6, p.segments);
+  return coil::cuda::scan::fwd_seg_plan(p, 132);
 }
 static coil::cuda::scan::SegPlan emu_bwd_plan(const coil::cuda::ScanParams& p) {
-  using namespace coil::cuda::scan;
-  if (p.batch <= 0 || p.dim <= 0 || p.len <= 0) return SegPlan{};
-  return plan_segments(num_tiles(p.len), (p.dim + kCh - 1) / kCh * p.batch, 2 * 132 * 3, p.segments);
+  return coil::cuda::scan::bwd_seg_plan(p, 132);
 }
 size_t coil::cuda::scan_bwd_workspace_bytes(const ScanParams& p) {
   return size_t(scan::ws_layout(p, emu_bwd_plan(p).n_seg).total) * sizeof(float);
@@ -459,6 +459,10 @@ int main(int argc, char** argv) {
       {1, 33, 64, 16, true, true, true, false, true, true, true, true, F, F},
       {1, 33, 65, 16, true, true, false, true, false, true, true, false, F, F},
       {2, 40, 130, 16, true, true, true, true, true, true, true, true, H, H},
+      // bf16 on the 16-byte path (L % 8 == 0): the forward's register prefetch,
+      // a partial last tile; then selective B only, without z.
+      {2, 40, 136, 16, true, true, true, true, true, true, true, true, H, H},
+      {1, 33, 192, 16, true, false, true, false, true, true, false, true, H, H},
       {1, 37, 128, 16, true, true, true, true, true, true, false, false, H, H},
       {1, 36, 72, 16, true, true, true, true, true, true, true, true, H, F},
       {1, 36, 72, 16, true, true, true, true, true, true, true, true, F, H},
@@ -479,7 +483,22 @@ int main(int argc, char** argv) {
       {1, 20, 90, 48, true, false, true, true, true, true, true, true, F, H},
       {1, 20, 90, 48, false, false, true, true, true, true, true, true, F, F},
   };
-  if (quick) cases.resize(6);
+  if (quick) cases.resize(7);
+  // The backward's segment plan on 132 SMs (4 blocks each): fill the last wave.
+  {
+    ScanParams p{};
+    p.dim = 1536, p.dstate = 16, p.var_B = p.var_C = true;
+    const int64_t shapes[][3] = {{16, 2048, 2}, {32, 2048, 1}, {1, 65536, 22}, {24, 2048, 4}};
+    for (const auto& sh : shapes) {
+      p.batch = sh[0], p.len = sh[1];
+      const int n = scan::bwd_seg_plan(p, 132).n_seg;
+      std::printf("bwd segments B%lld L%lld: %d (want %lld)\n", (long long)sh[0], (long long)sh[1], n, (long long)sh[2]);
+      if (n != sh[2]) {
+        std::printf("  -> FAILED\n");
+        return 1;
+      }
+    }
+  }
   const uint64_t base = uint64_t(std::chrono::high_resolution_clock::now().time_since_epoch().count());
   int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i)
