@@ -160,7 +160,7 @@ template <class T> __device__ __forceinline__ void load4(const T* p, float* v) {
 // (A, D, dt bias) are read before the wait: no kernel of the step writes
 // them. The grid covers every (b, d) once.
 template <class T, int G>
-__global__ void ssm_step_vec_kernel(SsmStepArgs a) {
+__global__ void ssm_step_vec_kernel(SsmStepArgs a, bool dt_vec) {
   const int64_t n = a.batch * a.dim;
   const int j = threadIdx.x % G;
   const int64_t iv = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / G;
@@ -186,16 +186,30 @@ __global__ void ssm_step_vec_kernel(SsmStepArgs a) {
   if (dt_w) {
     const T* wr = dt_w + d * a.dt_rank;
     const T* ir = dt_in + b * a.dt_row;
-    // Four terms per round, loads first (dt_rank 48 at G 4: three rounds).
-    int64_t r = j;
-    for (; r + 3 * G < a.dt_rank; r += 4 * G) {
-      float wv[4], xi[4];
+    if (dt_vec) {
+      // Lane j takes the contiguous run [j*R/G, (j+1)*R/G) (a multiple of 4
+      // terms, 4-element aligned): one 8- or 16-byte load per 4 terms of
+      // each operand (dt_rank 48 at G 4: 3 + 3 loads instead of 24).
+      const int64_t per = a.dt_rank / G, r0 = j * per;
+      for (int64_t r = r0; r < r0 + per; r += 4) {
+        float wv[4], xi[4];
+        load4<T>(wr + r, wv);
+        load4<T>(ir + r, xi);
 #pragma unroll
-      for (int q = 0; q < 4; ++q) wv[q] = load_as<float, T>(wr[r + q * G]), xi[q] = load_as<float, T>(ir[r + q * G]);
+        for (int q = 0; q < 4; ++q) dt += wv[q] * xi[q];
+      }
+    } else {
+      // Four terms per round, loads first.
+      int64_t r = j;
+      for (; r + 3 * G < a.dt_rank; r += 4 * G) {
+        float wv[4], xi[4];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) dt += wv[q] * xi[q];
+        for (int q = 0; q < 4; ++q) wv[q] = load_as<float, T>(wr[r + q * G]), xi[q] = load_as<float, T>(ir[r + q * G]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) dt += wv[q] * xi[q];
+      }
+      for (; r < a.dt_rank; r += G) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
     }
-    for (; r < a.dt_rank; r += G) dt += load_as<float, T>(wr[r]) * load_as<float, T>(ir[r]);
     dt = group_sum<G>(dt);
   } else {
     dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
@@ -645,10 +659,15 @@ void ssm_step(const SsmStepArgs& a, int device) {
                    al(a.A, 16) && al(a.B, 4 * es) && al(a.C, 4 * es) && (a.batch == 1 || (a.B_row % 4 == 0 && a.C_row % 4 == 0));
   if (vec) {
     COIL_CHECK(n * g4 / kThreads < int64_t(INT32_MAX), "ssm_step: batch x dim too large (", n, ")");
+    // The dt_proj dot in contiguous 4-element runs per lane: every run and row aligned.
+    const bool dt_vec = a.dt_w && a.dt_rank % (4 * g4) == 0 && al(a.dt_w, 4 * es) && al(a.dt_in, 4 * es) &&
+                        (a.batch == 1 || a.dt_row % 4 == 0);
     dispatch_act(a.dtype, "ssm_step", [&](auto tag) {
       using T = typename decltype(tag)::type;
       const dim3 grid(unsigned((n * g4 + kThreads - 1) / kThreads));
-      auto launch = [&](auto kernel) { launch_maybe_pdl(kernel, grid, dim3(kThreads), 0, stream_of(device), a); };
+      auto launch = [&](auto kernel) {
+        launch_maybe_pdl(kernel, grid, dim3(kThreads), 0, stream_of(device), a, dt_vec);
+      };
       switch (g4) {
         case 1: return launch(ssm_step_vec_kernel<T, 1>);
         case 2: return launch(ssm_step_vec_kernel<T, 2>);
