@@ -59,6 +59,28 @@ void run_post_accumulate_hooks(const std::shared_ptr<TensorImpl>& leaf) {
 }
 }  // namespace
 
+namespace {
+// "(32x80x1536 bf16, 80x1536T bf16)": the profiler's per-shape row label.
+std::string shape_signature(const std::vector<Tensor>& inputs) {
+  std::string s = "(";
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    if (i > 0) s += ", ";
+    if (!t.defined()) {
+      s += "-";
+      continue;
+    }
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      if (d > 0) s += 'x';
+      s += std::to_string(t.size(d));
+    }
+    if (t.dim() >= 2 && t.stride(-2) == 1 && t.size(-2) > 1 && t.size(-1) > 1) s += "T";
+    s += std::string(" ") + dtype_name(t.dtype());
+  }
+  return s + ")";
+}
+}  // namespace
+
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_enabled()) return false;
   for (const Tensor& t : inputs)
@@ -69,9 +91,13 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn,
             bool materialize_grads) {
   if (!needs_grad(inputs)) return;
-  if (profile::enabled() && !outputs.empty()) profile::forward_mark(op, outputs[0].device());
   auto node = std::make_shared<Node>();
   node->op = op;
+  if (profile::enabled() && profile::shapes()) {
+    node->op += ' ';
+    node->op += shape_signature(inputs);
+  }
+  if (profile::enabled() && !outputs.empty()) profile::forward_mark(node->op.c_str(), outputs[0].device());
   node->sequence_nr = g_sequence.fetch_add(1);
   node->backward = std::move(fn);
   node->materialize_grads = materialize_grads;

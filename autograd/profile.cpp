@@ -23,6 +23,10 @@ bool g_on = [] {
   const char* e = std::getenv("COIL_PROFILE");
   return e && std::string(e) == "1";
 }();
+bool g_shapes = [] {
+  const char* e = std::getenv("COIL_PROFILE_SHAPES");
+  return e && std::string(e) == "1";
+}();
 std::map<std::string, Stat> g_stats;
 Clock::time_point g_last = Clock::now(), g_bwd_start;
 
@@ -36,6 +40,8 @@ void enable(bool on) {
   g_on = on;
   g_last = Clock::now();
 }
+bool shapes() { return g_shapes; }
+void enable_shapes(bool on) { g_shapes = on; }
 void reset() {
   std::lock_guard<std::mutex> lock(g_mu);
   g_stats.clear();
@@ -77,10 +83,10 @@ std::string report() {
   double total = 0;
   for (auto& r : rows) total += r.second.ms;
   std::string out;
-  char buf[160];
+  char buf[320];
   for (auto& [name, s] : rows) {
-    std::snprintf(buf, sizeof buf, "  %-28s %8lld calls %10.2f ms %6.1f%%\n", name.c_str(), (long long)s.calls, s.ms,
-                  total > 0 ? 100 * s.ms / total : 0);
+    std::snprintf(buf, sizeof buf, "  %-*s %8lld calls %10.2f ms %6.1f%%\n", g_shapes ? 64 : 28, name.c_str(),
+                  (long long)s.calls, s.ms, total > 0 ? 100 * s.ms / total : 0);
     out += buf;
   }
   return out;

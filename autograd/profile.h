@@ -12,6 +12,11 @@ namespace coil::profile {
 
 bool enabled();
 void enable(bool on);
+// With shapes on, each op is its own row per input signature (shapes,
+// dtypes, "T" for a transposed last-two-dims view): "matmul (32x80x1536 bf16,
+// 80x1536T bf16)". COIL_PROFILE_SHAPES=1 turns it on too.
+bool shapes();
+void enable_shapes(bool on);
 void reset();
 // Called by the engine: the end of a forward op on `device`.
 void forward_mark(const char* op, Device device);

@@ -326,11 +326,6 @@ constexpr int kGemvMax = int(kGemvMaxRows);
 
 // Loads, stores and roundings through a dtype known at run time (the norm
 // prologue's few values per block; f32, bf16 or f16).
-__device__ __forceinline__ float load_dyn(const void* p, DType t, int64_t i) {
-  if (t == DType::bf16) return load_as<float, bf16>(static_cast<const bf16*>(p)[i]);
-  if (t == DType::f16) return load_as<float, f16>(static_cast<const f16*>(p)[i]);
-  return static_cast<const float*>(p)[i];
-}
 __device__ __forceinline__ float round_dyn(float v, DType t) {
   if (t == DType::bf16) return load_as<float, bf16>(store_as<bf16, float>(v));
   if (t == DType::f16) return load_as<float, f16>(store_as<f16, float>(v));

@@ -2,6 +2,7 @@
 // NoGradGuard, detach) and an end-to-end fit with plain SGD.
 #include <algorithm>
 
+#include "autograd/profile.h"
 #include "helpers.h"
 #include "ops/common.h"
 
@@ -186,4 +187,38 @@ TEST_CASE("autograd: post-accumulate grad hooks fire once per leaf per backward,
   Tensor y = w * 2.0;
   CHECK_THROWS_WITH_AS(register_post_accumulate_grad_hook(y, [](const Tensor&) {}),
                        doctest::Contains("is not a leaf"), Error);
+}
+
+TEST_CASE("autograd: the op profiler's rows, per op and per input shapes") {
+  Tensor a = Tensor::from_vector(std::vector<double>(6, 1.0), {2, 3}, DType::f32);
+  Tensor b = Tensor::from_vector(std::vector<double>(12, 0.5), {3, 4}, DType::f32);
+  a.set_requires_grad(true);
+  auto run = [&] {
+    profile::reset();
+    Tensor y = matmul(a, b);
+    backward(sum(y));
+    return profile::report();
+  };
+  profile::enable(true);
+  const std::string plain = run();
+  profile::enable_shapes(true);
+  const std::string shaped = run();
+  profile::enable_shapes(false);
+  profile::enable(false);
+  CHECK(plain.find("matmul fwd") != std::string::npos);
+  CHECK(plain.find("matmul bwd") != std::string::npos);
+  CHECK(plain.find("(2x3") == std::string::npos);
+  // a (2, 3) and b (3, 4), f32; b's last two dims row-major (no "T").
+  CHECK(shaped.find("matmul (2x3 f32, 3x4 f32) fwd") != std::string::npos);
+  CHECK(shaped.find("matmul (2x3 f32, 3x4 f32) bwd") != std::string::npos);
+  // A (3, 4) view of a contiguous (4, 3): its last two dims column-major.
+  Tensor bt = b.transpose(0, 1).contiguous().transpose(0, 1);
+  profile::enable(true);
+  profile::enable_shapes(true);
+  profile::reset();
+  backward(sum(matmul(a, bt)));
+  const std::string t = profile::report();
+  profile::enable_shapes(false);
+  profile::enable(false);
+  CHECK(t.find("3x4T f32") != std::string::npos);
 }

@@ -256,12 +256,14 @@ void bench_step(const BenchOptions& o, const Ceilings& c) {
               "train step", shape, t.median_ms, tps, mfu * 100, flops / 1e9, peak_gib, peak_gib / double(B));
   std::printf("%-22s %-34s forward %.2f ms, backward %.2f ms, clip + AdamW %.2f ms\n", "  split", "",
               tf.median_ms, tb.median_ms - tf.median_ms, t.median_ms - tb.median_ms);
-  if (o.profile) {
+  if (o.profile || o.profile_shapes) {
     // One more step with the op profiler on (it syncs around every op).
     profile::reset();
     profile::enable(true);
+    profile::enable_shapes(o.profile_shapes);
     step(0);
     profile::enable(false);
+    profile::enable_shapes(false);
     std::printf("per-op time of one step (device synchronised around each op):\n%s", profile::report().c_str());
   }
 }

@@ -15,6 +15,7 @@ struct BenchOptions {
   std::string config;           // bench step: the model and batch to time
   std::vector<std::string> overrides;
   bool profile = false;         // bench step: also print a per-op breakdown
+  bool profile_shapes = false;  // bench step: the breakdown per op and input shapes
   int64_t micro_batch = 0;      // bench step: sequences per step (0 = the config's)
   // bench generate: batch sizes, prompt length, decode steps (config
   // default: configs/mamba-130m.yaml)

@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
   be->add_option("--config", bopt.config, "bench step: the YAML config whose model and batch to time");
   be->add_option("--set", bopt.overrides, "bench step: config overrides key=value");
   be->add_flag("--profile", bopt.profile, "bench step: print a per-op time breakdown of one step");
+  be->add_flag("--profile-shapes", bopt.profile_shapes,
+               "bench step: the per-op breakdown with a row per input shape (implies --profile)");
   be->add_option("--micro-batch", bopt.micro_batch, "bench step: sequences per step (default: the config's)");
   be->add_option("--batch", bopt.gen_batches, "bench generate: batch sizes, e.g. 1,64")->delimiter(',');
   be->add_option("--prompt-len", bopt.prompt_len, "bench generate: prompt tokens per sequence");
