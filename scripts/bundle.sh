@@ -2,7 +2,8 @@
 # Builds a relocatable bundle of coil for a GPU host that has the NVIDIA
 # driver and CUDA libraries but none of coil's other dependencies:
 #   bash scripts/bundle.sh [OUT_DIR]      (default: .bundle)
-# OUT_DIR gets coil, coil_tests and lib/ with every shared library they need
+# OUT_DIR gets coil, coil-run, coil_tests, the scan's GPU harness
+# coil_scan_parity and lib/ with every shared library they need
 # except glibc's, the driver, libstdc++/libgcc_s and cuBLAS/cuBLASLt/NCCL
 # (the host's own are used). cudart is linked statically.
 set -euo pipefail
@@ -20,7 +21,7 @@ grep -q "COIL_WITH_CUDA" "$build/CMakeCache.txt" || true
 
 rm -rf "$out"
 mkdir -p "$out/lib"
-bins=(coil coil-run coil_tests)
+bins=(coil coil-run coil_tests coil_scan_parity)
 for b in "${bins[@]}"; do
   cp "$build/$b" "$out/"
   strip "$out/$b"

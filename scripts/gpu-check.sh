@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU host, from a bundle made by scripts/bundle.sh:
 #   bash scripts/gpu-check.sh BUNDLE_DIR OUT_DIR [bench]
-# 1. the GPU test cases (parity against the CPU kernels),
+# 1. the GPU test cases (parity against the CPU kernels) and the scan's
+#    standalone harness (coil_scan_parity),
 # 2. compute-sanitizer memcheck and racecheck over them,
 # 3. with "bench": the benchmarks (coil bench ...),
 # full logs in OUT_DIR, a short table last.
@@ -26,6 +27,11 @@ summary+=("gpu tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "
 rc=$?
 summary+=("nccl tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "$out/nccl-tests.log" | tr -s ' ' | paste -sd ' ')")
 
+# The scan kernels against the float64 CPU reference, odd sizes and variants.
+./coil_scan_parity --check >"$out/scan-parity.log" 2>&1
+rc=$?
+summary+=("scan harness: rc=$rc  $(grep -E '^parity:' "$out/scan-parity.log")")
+
 ./coil_tests >"$out/all-tests.log" 2>&1
 rc=$?
 summary+=("all tests: rc=$rc  $(grep -E '^\[doctest\] test cases' "$out/all-tests.log" | tr -s ' ')")
@@ -40,6 +46,7 @@ fi
 
 if [ "$mode" = bench ]; then
   ./coil bench all 2>&1 | tee "$out/bench.log"
+  ./coil_scan_parity --bench 2>&1 | tail -8 | tee -a "$out/bench.log"
   for b in 32 16; do
     ./coil bench step --config configs/mamba-130m.yaml --micro-batch "$b" 2>&1 | tail -2 | tee -a "$out/bench.log"
   done

@@ -2,12 +2,13 @@
 // (cuda/selective_scan_{fwd,bwd}.cu) against the CPU reference
 // (ops/cpu/selective_scan.cpp, run in float64 on the same, dtype-rounded inputs).
 //
-// Build from the repository root (one line):
+// Built as coil_scan_parity with the CUDA build (and in scripts/bundle.sh's
+// bundle; scripts/gpu-check.sh runs it). By hand, from the repository root:
 //   /usr/local/cuda/bin/nvcc -std=c++20 -O2 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -I. -DCOIL_WITH_CUDA=1 -Xcompiler -pthread tests/cuda/scan_parity.cu cuda/selective_scan_fwd.cu cuda/selective_scan_bwd.cu ops/cpu/selective_scan.cpp core/thread_pool.cpp core/cuda_context.cpp -o /tmp/scan_parity
 // Run:
-//   /tmp/scan_parity            parity + determinism for every case, then the timing table
-//   /tmp/scan_parity --check    parity + determinism only
-//   /tmp/scan_parity --bench    timing only
+//   coil_scan_parity            parity + determinism for every case, then the timing table
+//   coil_scan_parity --check    parity + determinism only
+//   coil_scan_parity --bench    timing only
 // Exit status 0 only if every check passed. Each case draws fresh random
 // inputs (seeded from the clock; the seed is printed) and poisons every output
 // with NaN before the run, so an unwritten element fails.
