@@ -51,6 +51,10 @@ __global__ void conv_step_kernel(ConvStepArgs a) {
   }
 }
 
+// softplus with PyTorch's threshold 20 (the scan kernels' choice too);
+// accurate expf/log1pf: dt feeds an exponent.
+__device__ __forceinline__ float step_softplus(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
+
 // G lanes (a power of two <= 32, within one warp) per (b, d): lane j owns
 // states j, j+G, ... of h (adjacent lanes read adjacent f32 words of a
 // state row: coalesced) and the dt_proj terms j, j+G, ...; shuffles within
@@ -112,9 +116,7 @@ __global__ void ssm_step_kernel(SsmStepArgs a) {
       dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
     }
     if (a.dt_bias) dt += a.dt_bias[d];
-    // softplus with PyTorch's threshold 20 (the scan kernels' choice too);
-    // accurate expf/log1pf here: dt feeds an exponent.
-    if (a.softplus) dt = dt <= 20.f ? log1pf(expf(dt)) : dt;
+    if (a.softplus) dt = step_softplus(dt);
     const float dtx = dt * xv;
     float* h = a.state + i * a.dstate;
     const float* Ad = a.A + d * a.dstate;
@@ -215,8 +217,7 @@ __global__ void ssm_step_vec_kernel(SsmStepArgs a, bool dt_vec) {
     dt = load_as<float, T>(dt_in[b * a.dt_row + d]);
   }
   dt += bias;
-  // softplus with PyTorch's threshold 20, accurate expf/log1pf (dt feeds an exponent).
-  if (a.softplus) dt = dt <= 20.f ? log1pf(expf(dt)) : dt;
+  if (a.softplus) dt = step_softplus(dt);
   const float dtx = dt * xv;
   const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
   float hn[4], y = 0.f;

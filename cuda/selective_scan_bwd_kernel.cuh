@@ -45,6 +45,16 @@ constexpr int kBwdMultiSmemFloats = 3 * kCh * kRow;  // sum G B, sum A G a h, y
 // close to the register cap, so recheck after edits.
 template <bool kVarB, bool kVarC> constexpr int kBwdMinBlocks = (kVarB && !kVarC) ? 2 : 4;
 
+// One step's input gradients from its sums over states, gB = sum_n G B and
+// gA = sum_n A2 G a h: du = D dy + dt gB; ddelta = (gA ln2 + u gB) * softplus',
+// with softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)) (identity above 20).
+__device__ __forceinline__ void du_ddelta(float D, float dy, float dt, float u, float gB, float gA, bool softplus,
+                                          float& du, float& ddelta) {
+  du = fmaf(D, dy, dt * gB);
+  ddelta = fmaf(gA, kLn2, u * gB);
+  if (softplus && dt <= 20.f) ddelta *= -expm1f(-dt);
+}
+
 template <class IO, class BC, bool kVarB, bool kVarC>
 __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_kernel(const __grid_constant__ BwdArgs a) {
   float* u_s = reinterpret_cast<float*>(dyn_smem());
@@ -398,11 +408,8 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
             // written over dy and u: the channel's 4 lanes have read this
             // q-block's dy and u (the warp syncs before the writes), and no
             // later step of the pass reads them.
-            const float dyv1 = dy_s[o], dtv1 = dt_s[o], uv1 = u_s[o];
-            const float du = fmaf(Dd_lane, dyv1, dtv1 * gv[0]);
-            float gd = fmaf(gv[1], kLn2, uv1 * gv[0]);
-            // softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)); identity above 20.
-            if (a.softplus && dtv1 <= 20.f) gd *= -expm1f(-dtv1);
+            float du, gd;
+            du_ddelta(Dd_lane, dy_s[o], dt_s[o], u_s[o], gv[0], gv[1], a.softplus, du, gd);
             __syncwarp();
             dy_s[o] = du;
             u_s[o] = gd;
@@ -482,10 +489,8 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
         const float gav[4] = {ga4.x, ga4.y, ga4.z, ga4.w};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          duv[i0 + i] = fmaf(Dd, dyv[i], dtv[i] * gbv[i]);
-          float gd = fmaf(gav[i], kLn2, uv[i] * gbv[i]);
-          // softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)); identity above 20.
-          if (a.softplus && dtv[i] <= 20.f) gd *= -expm1f(-dtv[i]);
+          float gd;
+          du_ddelta(Dd, dyv[i], dtv[i], uv[i], gbv[i], gav[i], a.softplus, duv[i0 + i], gd);
           ddv[i0 + i] = gd;
           if (t + i0 + i < L) sum += gd;
         }
