@@ -91,6 +91,26 @@ __global__ void reduce_rows_kernel(const T* x, int64_t rows, int64_t cols, T* ou
   }
 }
 
+// Columns: out[c] = reduce over r of x[r * cols + c] (x row-major, rows x
+// cols). A thread per column walks its rows in order (adjacent threads read
+// adjacent columns: coalesced), so a sum over a tensor's leading dims needs
+// no transposed copy. Fixed order: deterministic.
+template <class T, bool IsMax>
+__global__ void reduce_cols_kernel(const T* x, int64_t rows, int64_t cols, T* out) {
+  using A = acc_t<T>;
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    A acc = IsMax ? A(-INFINITY) : A(0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const A v = load_as<A, T>(x[r * cols + c]);
+      if constexpr (IsMax)
+        acc = (v > acc || v != v) ? v : acc;
+      else
+        acc += v;
+    }
+    out[c] = store_as<T, A>(acc);
+  }
+}
+
 }  // namespace
 
 void reduce_rows(ReduceKind kind, const void* x, DType dtype, int64_t rows, int64_t cols, void* out, int device) {
@@ -121,6 +141,21 @@ void reduce_rows(ReduceKind kind, const void* x, DType dtype, int64_t rows, int6
                                                                              static_cast<T*>(out));
     else
       reduce_rows_kernel<T, true><<<grid, kThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), rows, cols,
+                                                                            static_cast<T*>(out));
+    COIL_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void reduce_cols(ReduceKind kind, const void* x, DType dtype, int64_t rows, int64_t cols, void* out, int device) {
+  if (cols == 0) return;
+  dispatch_float(dtype, "cuda reduce", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const unsigned grid = grid_for(cols, kThreads);
+    if (kind == ReduceKind::sum)
+      reduce_cols_kernel<T, false><<<grid, kThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), rows, cols,
+                                                                             static_cast<T*>(out));
+    else
+      reduce_cols_kernel<T, true><<<grid, kThreads, 0, stream_of(device)>>>(static_cast<const T*>(x), rows, cols,
                                                                             static_cast<T*>(out));
     COIL_CUDA_LAUNCH_CHECK();
   });

@@ -10,5 +10,9 @@ namespace coil::cuda {
 enum class ReduceKind { sum, max };
 
 void reduce_rows(ReduceKind kind, const void* x, DType dtype, int64_t rows, int64_t cols, void* out, int device);
+// Column reductions: out[c] = sum or max over r of x[r * cols + c] for a
+// row-major (rows, cols) x. A thread per column, rows in order: deterministic,
+// and suited to few rows and many columns (a sum over leading dims).
+void reduce_cols(ReduceKind kind, const void* x, DType dtype, int64_t rows, int64_t cols, void* out, int device);
 
 }  // namespace coil::cuda

@@ -46,11 +46,36 @@ Plan plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const
   return p;
 }
 
-// Moves reduced dims last, makes that contiguous, reduces rows.
+// The CUDA column path: at least this many kept elements (threads), at most
+// this many reduced ones per thread.
+constexpr int64_t kColsMinCols = 4096, kColsMaxRows = 4096;
+
+// Moves reduced dims last, makes that contiguous, reduces rows (on CUDA a
+// leading-dims reduction of a contiguous tensor reduces columns in place).
 Tensor reduce_raw(cpu::ReduceOp rop, const Tensor& x, const Plan& p, const char* op) {
   detail::check_defined(op, x, "input");
   COIL_CHECK(is_floating(x.dtype()), op, ": expected a floating tensor, got ", x.desc());
   COIL_CHECK(rop == cpu::ReduceOp::sum || p.count > 0, op, ": reduction over an empty dim of ", x.desc());
+#ifdef COIL_WITH_CUDA
+  // Reduced dims a leading prefix of a contiguous CUDA tensor (a sum over
+  // the batch, as in a broadcast weight's gradient): reduce the columns in
+  // place instead of copying the tensor transposed and reducing many short
+  // rows (a block each). Only with few rows and many columns, where a thread
+  // per column has enough of both.
+  if (x.is_cuda() && x.is_contiguous() && p.count > 0) {
+    int64_t lead = 0;
+    while (lead < x.dim() && p.reduced[size_t(lead)]) ++lead;
+    bool prefix = true;
+    for (int64_t i = lead; i < x.dim(); ++i) prefix = prefix && !p.reduced[size_t(i)];
+    const int64_t cols = shape_numel(p.kept_shape);
+    if (prefix && lead > 0 && cols >= kColsMinCols && p.count <= kColsMaxRows) {
+      Tensor out = Tensor::empty(p.out_shape, x.dtype(), x.device());
+      cuda::reduce_cols(rop == cpu::ReduceOp::sum ? cuda::ReduceKind::sum : cuda::ReduceKind::max, x.data_ptr(),
+                        x.dtype(), p.count, cols, out.data_ptr(), x.device().index);
+      return out;
+    }
+  }
+#endif
   std::vector<int64_t> order;
   for (int64_t i = 0; i < x.dim(); ++i)
     if (!p.reduced[size_t(i)]) order.push_back(i);

@@ -75,6 +75,12 @@ TEST_CASE("cuda parity: reductions, views, copies") {
     parity("sum all", {{1000, 3}}, dt, [](auto& in) { return sum(in[0]); });
     // Rows longer than one block's slice take the two-stage path.
     parity("sum long rows", {{3, 70001}}, dt, [](auto& in) { return sum(in[0], {1}); });
+    // Leading dims of a contiguous tensor: reduced as columns in place (the
+    // batch sum of a broadcast weight's gradient); dims given out of order;
+    // keepdim; max too (its gradient goes to the column's maximum).
+    parity("sum leading dim (columns)", {{33, 4097}}, dt, [](auto& in) { return sum(in[0], {0}); });
+    parity("sum leading dims (columns)", {{3, 7, 5003}}, dt, [](auto& in) { return sum(in[0], {1, 0}, true); });
+    parity("amax leading dim (columns)", {{5, 4099}}, dt, [](auto& in) { return amax(in[0], {0}); });
     parity("sum all, long", {{300, 1001}}, dt, [](auto& in) { return sum(in[0]); });
     parity("amax long rows", {{2, 50001}}, dt, [](auto& in) { return amax(in[0], {1}); });
     parity("mean", {{7, 513}}, dt, [](auto& in) { return mean(in[0], {-1}, true); });
@@ -132,6 +138,8 @@ TEST_CASE("cuda: the same inputs give bit-identical results") {
   Tensor b = randn({513, 65}, DType::f32, Device::cuda(0), &g);
   CHECK(matmul(a, b).to_vector() == matmul(a, b).to_vector());
   CHECK(sum(a, {0}).to_vector() == sum(a, {0}).to_vector());
+  Tensor wide = randn({32, 9000}, DType::f32, Device::cuda(0), &g);  // the column path
+  CHECK(sum(wide, {0}).to_vector() == sum(wide, {0}).to_vector());
   CHECK(sum(a).to_vector() == sum(a).to_vector());
 }
 
