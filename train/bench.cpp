@@ -210,6 +210,32 @@ void bench_embedding(const BenchOptions& o, const Ceilings& c) {
       bwd_bytes / (c.copy_gbps * 1e9) * 1e3, "");
 }
 
+// The fused LM head + cross-entropy at mamba-130m's shape (B32 x 2048
+// tokens, d 768, vocab 50280; bf16 h, f32 weight) with its gradients, which
+// it makes in the forward: three GEMMs of 2*M*d*V FLOPs each (the floor,
+// over the measured GEMM rate) plus the softmax passes over each logits
+// chunk. One row per chunk size (rows of logits alive at a time).
+void bench_lce(const BenchOptions& o, const Ceilings& c) {
+  Device dev = Device::cuda(o.device);
+  Generator g{7, 0};
+  const int64_t M = 32 * 2048, d = 768, V = 50280;
+  Tensor h = randn({M, d}, DType::bf16, dev, &g).set_requires_grad(true);
+  Tensor w = mul(randn({V, d}, DType::f32, dev, &g), 0.02).detach().set_requires_grad(true);
+  Tensor tgt = randint(0, V, {M}, DType::i64, dev, &g);
+  const double flops = 3.0 * 2.0 * double(M) * double(d) * double(V);
+  const double floor_ms = c.gemm_tflops > 0 ? flops / (c.gemm_tflops * 1e12) * 1e3 : 0;
+  const int64_t def = default_lce_chunk_rows(V, DType::bf16);
+  for (int64_t rows : {def, int64_t(8192), int64_t(16384)}) {
+    auto t = cuda::time_it([&](int) { linear_cross_entropy(h, w, tgt, -100, rows); }, 2, std::max(5, o.iters / 5),
+                           o.device);
+    char shape[80];
+    std::snprintf(shape, sizeof shape, "M65536 d768 V50280, %lld-row chunks", (long long)rows);
+    std::printf("%-22s %-34s %9.4f ms %8.1f TFLOP/s  floor %8.4f ms  x%5.2f\n", "lm head + CE (f+grads)", shape,
+                t.median_ms, flops / (t.median_ms * 1e-3) / 1e12, floor_ms, floor_ms > 0 ? t.median_ms / floor_ms : 0);
+    std::fflush(stdout);
+  }
+}
+
 // Full training steps (forward, loss, backward, clip, AdamW) of the config's
 // model on random tokens: tokens/s, MFU against the measured GEMM rate, and
 // peak memory.
@@ -395,6 +421,10 @@ int run_bench(const std::vector<std::string>& what, const BenchOptions& o) {
   if (want("conv")) bench_conv(o, c);
   if (want("scan")) bench_scan(o, c);
   if (want("embedding")) bench_embedding(o, c);
+  if (want("lce")) {
+    if (c.gemm_tflops == 0) c.gemm_tflops = bench_gemm(o);
+    bench_lce(o, c);
+  }
   if (std::find(what.begin(), what.end(), "generate") != what.end()) bench_generate(o, c);
   if (std::find(what.begin(), what.end(), "step") != what.end()) {
     if (c.gemm_tflops == 0) c.gemm_tflops = bench_gemm(o);
