@@ -4,6 +4,8 @@
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "autograd/grad_mode.h"
 #include "autograd/profile.h"
@@ -14,9 +16,35 @@ namespace {
 GradOps g_ops;
 std::atomic<uint64_t> g_sequence{0};
 
+// Whether t covers numel consecutive elements from its offset, in some
+// order of its dims (a permuted contiguous tensor: no gaps, no overlaps).
+bool dense_permuted(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims larger than 1
+  for (int64_t i = 0; i < t.dim(); ++i)
+    if (t.size(i) != 1) dims.emplace_back(t.stride(i), t.size(i));
+  std::sort(dims.begin(), dims.end());
+  int64_t expect = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride != expect) return false;
+    expect *= size;
+  }
+  return true;
+}
+
 Tensor accumulate(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return b;
   COIL_CHECK(g_ops.add, "autograd: no gradient ops installed");
+  // Two gradients in the same permuted layout (a transposed view each, as
+  // two GEMMs hand back for a transposed input) are added as flat buffers
+  // and the sum keeps their layout: an elementwise add would write it
+  // contiguous in the logical order, a transposing pass the consumer then
+  // undoes with another.
+  if (a.shape() == b.shape() && a.strides() == b.strides() && a.dtype() == b.dtype() && !a.is_contiguous() &&
+      a.numel() > 1 && dense_permuted(a)) {
+    const int64_t n = a.numel();
+    Tensor sum = g_ops.add(a.as_strided({n}, {1}, a.offset()), b.as_strided({n}, {1}, b.offset()));
+    return sum.as_strided(a.shape(), a.strides(), 0);
+  }
   return g_ops.add(a, b);
 }
 

@@ -83,9 +83,14 @@ void chunk_ce(const Tensor& buf, const Tensor& tgt, int64_t ignore_index, const 
 }  // namespace
 
 int64_t default_lce_chunk_rows(int64_t V, DType compute_dtype) {
-  const int64_t budget = int64_t(512) << 20;
-  int64_t rows = std::max<int64_t>(1, budget / (std::max<int64_t>(V, 1) * int64_t(element_size(compute_dtype))));
-  return rows > 128 ? rows / 128 * 128 : rows;
+  // Measured on an H100 at M 65536, V 50280, bf16: 5,248-row chunks 30.9 ms,
+  // 8,192 29.5 ms, 16,384 30.9 ms (coil bench lce); a power of two also
+  // divides the usual B x 2048 rows evenly (no small last chunk).
+  const int64_t budget = int64_t(1) << 30;
+  const int64_t fit = std::max<int64_t>(1, budget / (std::max<int64_t>(V, 1) * int64_t(element_size(compute_dtype))));
+  int64_t rows = 1;
+  while (rows * 2 <= fit) rows *= 2;
+  return rows;
 }
 
 Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets, int64_t ignore_index,

@@ -21,9 +21,9 @@ namespace coil {
 Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets,
                             int64_t ignore_index = -100, int64_t chunk_rows = 0);
 
-// The default chunk: as many rows as fit a (rows, V) buffer of about 512 MiB
-// of the compute dtype (5,248 rows for V = 50,280 in bf16), at least 1,
-// rounded down to a multiple of 128 when larger than 128.
+// The default chunk: the largest power of two of rows whose (rows, V) buffer
+// of the compute dtype fits 1 GiB (8,192 rows for V = 50,280 in bf16), at
+// least 1.
 int64_t default_lce_chunk_rows(int64_t V, DType compute_dtype);
 
 }  // namespace coil

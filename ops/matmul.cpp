@@ -1,5 +1,8 @@
 #include "ops/matmul.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "ops/common.h"
 #include "ops/creation.h"
 #include "ops/cpu/matmul.h"
@@ -42,17 +45,31 @@ Tensor bmm_raw(const Tensor& a, const Tensor& b) {
 // The last two dims swapped, as a view.
 Tensor t_last(const Tensor& t) { return t.dim() < 2 ? t : t.transpose(-1, -2); }
 
+// The largest (nb, M, N) partial-products buffer bmm_sum's batched path may
+// allocate; COIL_BMM_SUM_BATCHED_MB overrides it (an A/B switch for benchmarks).
+// 256 MiB: mamba-130m's out_proj weight gradient at B32 (151 MiB of f32
+// parts) is faster batched (13.2 against 15.4 ms a step on an H100: 32
+// GEMMs of 768 x 1536 outputs are about one wave of tiles each), the
+// 302 MiB of a whole in_proj was not (25.1 against 24.5 ms).
+int64_t bmm_sum_batched_limit() {
+  static const int64_t limit = [] {
+    const char* e = std::getenv("COIL_BMM_SUM_BATCHED_MB");
+    return (e && *e ? std::max<int64_t>(0, std::atoll(e)) : int64_t(256)) << 20;
+  }();
+  return limit;
+}
+
 // sum over i of x[i] @ y[i] for 3-D views x (B,M,K), y (B,K,N), as one (M, N)
 // tensor of dtype dt, summed in f32 (f64 for f64) and rounded once, in a
 // fixed order (deterministic): the gradient of a weight broadcast over a
-// batch. A small (B, M, N) f32 product (Mamba's x_proj, dt_proj: a few MiB)
-// is one batched GEMM and one reduction; a large one is one GEMM per batch
+// batch. A (B, M, N) f32 product up to bmm_sum_batched_limit() is one
+// batched GEMM and one column reduction; a larger one is one GEMM per batch
 // entry accumulating in place (beta = 1), with no temporary.
 Tensor bmm_sum(const Tensor& x, const Tensor& y, DType dt) {
   const int64_t nb = x.size(0), M = x.size(1), K = x.size(2), N = y.size(2);
   const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
   if (K == 0 || M == 0 || N == 0 || nb == 0) return zeros({M, N}, dt, x.device());
-  if (nb > 1 && nb * M * N * int64_t(element_size(acc)) <= (int64_t(64) << 20)) {
+  if (nb > 1 && nb * M * N * int64_t(element_size(acc)) <= bmm_sum_batched_limit()) {
     Tensor parts = Tensor::empty({nb, M, N}, acc, x.device());
     bmm_into(x, y, parts, 0.0);
     return to_dtype(sum(parts, {0}), dt);

@@ -222,3 +222,23 @@ TEST_CASE("autograd: the op profiler's rows, per op and per input shapes") {
   profile::enable(false);
   CHECK(t.find("3x4T f32") != std::string::npos);
 }
+
+// Two gradients reaching one tensor in the same transposed layout (two
+// GEMMs on a transposed input, as Mamba's in_proj halves) are summed as
+// flat buffers: the values must equal the paths' gradients added.
+TEST_CASE("autograd: gradients in a permuted layout accumulate correctly") {
+  Generator g{21, 0};
+  Tensor x = rand({2, 5, 3}, DType::f64, Device::cpu(), &g, -1, 1).set_requires_grad(true);
+  Tensor w1 = rand({4, 3}, DType::f64, Device::cpu(), &g, -1, 1), w2 = rand({4, 3}, DType::f64, Device::cpu(), &g, -1, 1);
+  Tensor g1 = rand({2, 4, 5}, DType::f64, Device::cpu(), &g, -1, 1), g2 = rand({2, 4, 5}, DType::f64, Device::cpu(), &g, -1, 1);
+  auto path = [&](const Tensor& w, const Tensor& go) { return sum(matmul(w, transpose(x, 1, 2)) * go); };
+  backward(path(w1, g1));
+  Tensor only1 = x.grad().detach().to(Device::cpu());
+  x.set_grad(Tensor());
+  backward(path(w2, g2));
+  Tensor only2 = x.grad().detach().to(Device::cpu());
+  x.set_grad(Tensor());
+  Tensor t = transpose(x, 1, 2);
+  backward(sum(matmul(w1, t) * g1) + sum(matmul(w2, t) * g2));
+  CHECK(max_abs_diff(x.grad(), only1 + only2) < 1e-12);
+}

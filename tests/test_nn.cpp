@@ -498,9 +498,9 @@ TEST_CASE("nn: FLOPs per token and the training-memory estimate") {
   CHECK(m.weight_copies_bytes == 2 * 128268288);
   // per layer: 4·768 + 4 + 2·(768 + 4·1536 + 80) + 1536 (chunk states: 16 f32 per 64 steps; delta is
   // recomputed); head: 4·768 + 4 + 4·768 + 8 (no logits: the loss is fused and chunked); loss buffer: one
-  // bf16 chunk of 5248 rows of logits + the head's f32 gradient
+  // bf16 chunk of 8192 rows of logits + the head's f32 gradient
   CHECK(m.activation_bytes_per_token == 24 * (3072 + 4 + 2 * (768 + 6144 + 80) + 1536) + (3072 + 4 + 3072 + 8));
-  CHECK(m.loss_buffer_bytes == int64_t(2) * 5248 * 50280 + int64_t(4) * 50280 * 768);
+  CHECK(m.loss_buffer_bytes == int64_t(2) * 8192 * 50280 + int64_t(4) * 50280 * 768);
   CHECK(m.activation_bytes == m.activation_bytes_per_token * 8 * 2048 + m.loss_buffer_bytes);
   CHECK(m.total_bytes == m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.weight_copies_bytes + m.activation_bytes);
   CHECK(m.str().find("total") != std::string::npos);
