@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
 
 namespace coil::cuda {
 
@@ -343,7 +344,7 @@ __device__ __forceinline__ void store_dyn(void* p, DType t, int64_t i, float v) 
 
 // n values p[idx[0..n)] of a run-time dtype into v (n <= kNormPer): the
 // dtype switch sits outside the loop, so the loads issue back to back.
-constexpr int kNormPer = 8;
+constexpr int kNormPer = 4;  // values per thread and round: K 768-1024 over 256 threads in one round
 __device__ __forceinline__ void load_dyn_n(const void* p, DType t, const int64_t* idx, int n, float* v) {
   if (t == DType::bf16) {
 #pragma unroll
@@ -443,7 +444,12 @@ __global__ void add_rms_norm_kernel(NormPrologue p, int64_t K, T* y) {
 // over several passes). Every thread reaches the barriers: the pass loop
 // depends on the block index only. Norm: the input rows come from the norm
 // prologue (shared memory) instead of x.
-template <class T, bool Vec, bool Norm>
+//
+// MR: the most input rows a launch has (1 for batch 1, else kGemvMax); the
+// per-row loops unroll to MR. Batch 1 with the 8-row loops was ~7,900 SASS
+// instructions: its one-pass blocks stalled half their time on instruction
+// fetch (ncu: stall_no_inst 51% in the norm + in_proj + conv kernel).
+template <class T, bool Vec, bool Norm, int MR>
 __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias, T* y, int M_all, int64_t N,
                             int64_t K, int wpr, ConvStepArgs conv, NormPrologue norm) {
   extern __shared__ float4 xs4[];  // Norm: M*K floats, 16-byte aligned
@@ -471,13 +477,13 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
   pdl_wait();
   pdl_trigger();
   if constexpr (Norm) norm_prologue<T>(norm, M, K, xs);
-  __shared__ float partial[kGemvThreads / 32][kGemvMax];
+  __shared__ float partial[kGemvThreads / 32][MR];
   for (int64_t base = int64_t(blockIdx.x) * rows_per_block; base < N;
        base += int64_t(gridDim.x) * rows_per_block) {
     const int64_t n = base + warp / wpr;
-    float acc[kGemvMax];
+    float acc[MR];
 #pragma unroll
-    for (int m = 0; m < kGemvMax; ++m) acc[m] = 0.f;
+    for (int m = 0; m < MR; ++m) acc[m] = 0.f;
     if (n < N) {
       const T* wr = w + n * K;
       if constexpr (Vec) {
@@ -497,7 +503,7 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
 #pragma unroll
           for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
 #pragma unroll
-          for (int m = 0; m < kGemvMax; ++m) {
+          for (int m = 0; m < MR; ++m) {
             if (m < M) {
               if constexpr (Norm) {
                 // K % E == 0, so row m's chunk v starts 16-byte aligned.
@@ -520,29 +526,45 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
         for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
           const float wv = load_as<float, T>(wr[k]);
 #pragma unroll
-          for (int m = 0; m < kGemvMax; ++m)
+          for (int m = 0; m < MR; ++m)
             if (m < M) acc[m] += wv * (Norm ? xs[m * K + k] : load_as<float, T>(x[m * x_row + k]));
         }
       }
     }
 #pragma unroll
-    for (int m = 0; m < kGemvMax; ++m)
+    for (int m = 0; m < MR; ++m)
       for (int off = 16; off > 0; off >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
-    if (lane == 0) {
-#pragma unroll
-      for (int m = 0; m < kGemvMax; ++m) partial[warp][m] = acc[m];
-    }
-    __syncthreads();
-    // The row's first warp sums the parts in a fixed order; lane m writes y[m, n].
-    if (part == 0 && lane < M && n < N) {
-      float sum = 0.f;
-      for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
+    // Lane m of the row's first warp writes y[m, n] from the row's sum.
+    auto finish = [&](float sum) {
       if (bias) sum += load_as<float, T>(bias[n]);
       const T out = store_as<T, float>(sum);
       y[int64_t(lane) * N + n] = out;
       // Fused conv step on the first conv.dim output columns (the x half of
       // in_proj): the thread that made x[m, c] owns channel c of sequence m.
       if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
+    };
+    if (wpr == 1) {
+      // A warp owns its row (every lane holds the sums after the xor
+      // shuffles): no shared memory, no block barrier, so a warp goes on to
+      // its next row without waiting for the block's slowest load. Same bits
+      // as the partial path (0 + sum).
+      float mine = 0.f;
+#pragma unroll
+      for (int m = 0; m < MR; ++m)
+        if (lane == m) mine = acc[m];
+      if (lane < M && n < N) finish(0.f + mine);
+      continue;  // wpr is uniform over the grid: no thread reaches the barriers below
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int m = 0; m < MR; ++m) partial[warp][m] = acc[m];
+    }
+    __syncthreads();
+    // The row's first warp sums the parts in a fixed order.
+    if (part == 0 && lane < M && n < N) {
+      float sum = 0.f;
+      for (int p = 0; p < wpr; ++p) sum += partial[warp + p][lane];
+      finish(sum);
     }
     __syncthreads();  // partial is rewritten by the next pass
   }
@@ -596,16 +618,25 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
                        static_cast<const T*>(x), x_row, static_cast<const T*>(w), static_cast<const T*>(bias),
                        static_cast<T*>(y), int(M), N, K, wpr, ca, np);
     };
+    auto by_rows = [&](auto vec_tag, auto norm_tag) {
+      constexpr bool V = decltype(vec_tag)::value, Nm = decltype(norm_tag)::value;
+      if (M == 1)
+        launch(gemv_kernel<T, V, Nm, 1>);
+      else
+        launch(gemv_kernel<T, V, Nm, kGemvMax>);
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
     if (norm) {
       if (vec)
-        launch(gemv_kernel<T, true, true>);
+        by_rows(yes{}, yes{});
       else
-        launch(gemv_kernel<T, false, true>);
+        by_rows(no{}, yes{});
     } else {
       if (vec)
-        launch(gemv_kernel<T, true, false>);
+        by_rows(yes{}, no{});
       else
-        launch(gemv_kernel<T, false, false>);
+        by_rows(no{}, no{});
     }
   });
 }
@@ -624,8 +655,9 @@ void add_rms_norm_rows(const NormPrologue& p, int64_t rows, int64_t K, void* y, 
              " need too much shared memory");
   if (rows == 0 || K == 0) return;
   COIL_CHECK(rows <= int64_t(INT32_MAX), "add_rms_norm_rows: too many rows (", rows, ")");
-  // One block per row; 128 threads cover mamba-130m's 768 in 6 values each.
-  const int threads = K >= 2048 ? 256 : 128;
+  // One block per row, a round of kNormPer values per thread: 128 threads up
+  // to K 512, else 256 (mamba-130m's 768 in 3 values each).
+  const int threads = K > 4 * 128 ? 256 : 128;
   dispatch_act(y_dtype, "add_rms_norm_rows", [&](auto tag) {
     using T = typename decltype(tag)::type;
     launch_maybe_pdl(add_rms_norm_kernel<T>, dim3(unsigned(rows)), dim3(threads), size_t(K) * sizeof(float),
