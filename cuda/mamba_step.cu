@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace coil::cuda {
@@ -38,6 +39,55 @@ __device__ __forceinline__ void conv_one(const ConvStepArgs& a, int64_t b, int64
   for (int64_t k = 0; k + 1 < km1; ++k) s[k] = s[k + 1];
   if (km1 > 0) s[km1 - 1] = xt;
   static_cast<T*>(a.out)[b * a.dim + c] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
+}
+
+// An L2 load (ld.global.cg) of a buffer the step rewrites, for reads issued
+// before the PDL wait: L1 is not coherent, L2 is.
+template <class T> __device__ __forceinline__ T ld_cg(const T* p) {
+  T t;
+  if constexpr (sizeof(T) == 4) {
+    const float v = __ldcg(reinterpret_cast<const float*>(p));
+    memcpy(&t, &v, 4);
+  } else {
+    const unsigned short v = __ldcg(reinterpret_cast<const unsigned short*>(p));
+    memcpy(&t, &v, 2);
+  }
+  return t;
+}
+
+// conv_one for batch row 0 split in two: the state, weights and bias of
+// channel c loaded ahead (width <= 4; before the PDL wait: no kernel of the
+// step writes them before this one), then the same arithmetic in the same
+// order once x arrives.
+struct ConvPre {
+  float s[3], w[4], bias;
+};
+template <class T>
+__device__ __forceinline__ void conv_preload(const ConvStepArgs& a, int64_t c, ConvPre& p) {
+  const int km1 = int(a.width) - 1;
+  const T* s = static_cast<const T*>(a.state) + c * km1;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) p.s[k] = k < km1 ? load_as<float, T>(ld_cg(s + k)) : 0.f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) p.w[k] = k <= km1 ? a.w[c * a.width + k] : 0.f;
+  p.bias = a.bias ? a.bias[c] : 0.f;
+}
+template <class T>
+__device__ __forceinline__ void conv_finish(const ConvStepArgs& a, int64_t c, T xt, const ConvPre& p) {
+  const int km1 = int(a.width) - 1;
+  T* s = static_cast<T*>(a.state) + c * km1;
+  float acc = p.bias;
+#pragma unroll
+  for (int k = 0; k < 3; ++k)
+    if (k < km1) acc += p.w[k] * p.s[k];
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    if (k == km1) acc += p.w[k] * load_as<float, T>(xt);
+#pragma unroll
+  for (int k = 0; k < 2; ++k)
+    if (k + 1 < km1) s[k] = store_as<T, float>(p.s[k + 1]);
+  if (km1 > 0) s[km1 - 1] = xt;
+  static_cast<T*>(a.out)[c] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
 }
 
 // One thread per (b, c).
@@ -463,15 +513,39 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kGemvThreads / 32 / wpr;
   const int part = warp % wpr;
-  {
-    // The first pass's weight rows are constant: start pulling them into
-    // L2 while the previous kernel finishes (one 128-byte line per lane).
-    const int64_t n0 = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
-    if (n0 < N) {
-      const char* wr = reinterpret_cast<const char*>(w + n0 * K);
-      const int64_t bytes = K * int64_t(sizeof(T));
-      for (int64_t off = (int64_t(part) * 32 + lane) * 128; off < bytes; off += int64_t(32) * wpr * 128)
-        prefetch_l2(wr + off);
+  constexpr int E = 16 / int(sizeof(T));
+  union Pack {
+    uint4 v;
+    T e[E];
+  };
+  // Before the PDL wait, what no kernel of the step has just written: the
+  // lane's first kPre weight vectors of its first row into registers (the
+  // rest of the row into L2), and with the conv epilogue at batch 1 the
+  // row's conv state, weights and bias. After the wait only x (or the
+  // norm's input) is still to come.
+  constexpr int kPre = 4;
+  const int64_t n_first = int64_t(blockIdx.x) * rows_per_block + warp / wpr;
+  uint4 wpre[kPre];
+  if (n_first < N) {
+    const char* wr = reinterpret_cast<const char*>(w + n_first * K);
+    const int64_t bytes = K * int64_t(sizeof(T));
+    if constexpr (Vec) {
+#pragma unroll
+      for (int i = 0; i < kPre; ++i) {
+        const int64_t v = int64_t(part) * 32 + lane + int64_t(i) * 32 * wpr;
+        if (v < K / E) wpre[i] = __ldg(reinterpret_cast<const uint4*>(wr) + v);
+      }
+    }
+    const int64_t skip = Vec ? int64_t(kPre) * 32 * wpr * 16 : 0;
+    for (int64_t off = (int64_t(part) * 32 + lane) * 128 + skip; off < bytes; off += int64_t(32) * wpr * 128)
+      prefetch_l2(wr + off);
+  }
+  ConvPre cpre;
+  bool conv_pre = false;
+  if constexpr (MR == 1) {
+    if (conv.out && conv.width <= 4 && part == 0 && lane == 0 && m0 == 0 && n_first < conv.dim) {
+      conv_preload<T>(conv, n_first, cpre);
+      conv_pre = true;
     }
   }
   pdl_wait();
@@ -487,18 +561,11 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
     if (n < N) {
       const T* wr = w + n * K;
       if constexpr (Vec) {
-        constexpr int E = 16 / int(sizeof(T));
-        union Pack {
-          uint4 v;
-          T e[E];
-        };
         const int64_t nv = K / E;
-        // A lane has a few vectors per row (K 768-1536): unrolled, their
-        // loads are issued together instead of one round trip each.
-#pragma unroll 4
-        for (int64_t v = int64_t(part) * 32 + lane; v < nv; v += 32 * wpr) {
+        const bool first = n == n_first;
+        auto dot = [&](uint4 raw, int64_t v) {
           Pack wp;
-          wp.v = reinterpret_cast<const uint4*>(wr)[v];
+          wp.v = raw;
           float wf[E];
 #pragma unroll
           for (int e = 0; e < E; ++e) wf[e] = load_as<float, T>(wp.e[e]);
@@ -521,7 +588,19 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
               }
             }
           }
+        };
+        // The first kPre vectors (registers on the first pass), then the
+        // rest, in the same order (same bits as one loop). A lane has a few
+        // vectors per row (K 768-2048): unrolled, their loads are issued
+        // together instead of one round trip each.
+#pragma unroll
+        for (int i = 0; i < kPre; ++i) {
+          const int64_t v = int64_t(part) * 32 + lane + int64_t(i) * 32 * wpr;
+          if (v < nv) dot(first ? wpre[i] : reinterpret_cast<const uint4*>(wr)[v], v);
         }
+#pragma unroll 4
+        for (int64_t v = int64_t(part) * 32 + lane + int64_t(kPre) * 32 * wpr; v < nv; v += 32 * wpr)
+          dot(reinterpret_cast<const uint4*>(wr)[v], v);
       } else {
         for (int64_t k = int64_t(part) * 32 + lane; k < K; k += 32 * wpr) {
           const float wv = load_as<float, T>(wr[k]);
@@ -541,7 +620,12 @@ __global__ void gemv_kernel(const T* x, int64_t x_row, const T* w, const T* bias
       y[int64_t(lane) * N + n] = out;
       // Fused conv step on the first conv.dim output columns (the x half of
       // in_proj): the thread that made x[m, c] owns channel c of sequence m.
-      if (conv.out && n < conv.dim) conv_one<T>(conv, lane, n, out);
+      if (conv.out && n < conv.dim) {
+        if (conv_pre && n == n_first)
+          conv_finish<T>(conv, n, out, cpre);
+        else
+          conv_one<T>(conv, lane, n, out);
+      }
     };
     if (wpr == 1) {
       // A warp owns its row (every lane holds the sums after the xor
