@@ -411,8 +411,9 @@ __device__ __forceinline__ void load_dyn_n(const void* p, DType t, const int64_t
   }
 }
 
-// One row of the fused residual add + RMSNorm, exactly as ops/rms_norm's
-// CUDA kernel and the cast to T would do it: r = x + residual rounded
+// One row of the fused residual add + RMSNorm, the formula of ops/rms_norm's
+// CUDA kernel and the cast to T (its sum of squares is ordered differently:
+// the warp-per-row kernel there, the block here): r = x + residual rounded
 // through the residual's dtype, y = r * rsqrt(mean(r^2) + eps) * weight
 // rounded to x's dtype, then to T. The block's threads share the row; xs
 // (K floats) gets y; write_res: this block also writes the residual stream.

@@ -75,7 +75,11 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   logits_ = zeros({batch, pv}, c, dev);
 
   gemv_ = opt_.gemv && batch <= kDecodeGemvMaxRows;
-  gemv_proj_ = opt_.gemv && batch <= kGemvProjMaxBatch;
+  // COIL_DECODE_GEMV_MAX_BATCH moves the GEMV/cuBLASLt boundary of the
+  // projections (an A/B switch for benchmarks; the tiled GEMV takes any batch).
+  int64_t proj_max = kGemvProjMaxBatch;
+  if (const char* e = std::getenv("COIL_DECODE_GEMV_MAX_BATCH"); e && *e) proj_max = std::atoll(e);
+  gemv_proj_ = opt_.gemv && batch <= proj_max;
   // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
   // the launches, whatever the options say).
   const char* pdl_env = std::getenv("COIL_DECODE_PDL");
@@ -178,8 +182,8 @@ void Decoder::run_step() {
       bind(normed_, nr.y);
       bind(res_out, nr.residual);
       residual = nr.residual;
-      xz = linear(nr.y, l.w_in, l.b_in);
-      keep.push_back(xz);
+      xz = project(nr.y, l.w_in, l.b_in, xz_);
+      if (!gemv_proj_) keep.push_back(xz);
       x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
       bind(xc_, x);
     }

@@ -531,7 +531,12 @@ TEST_CASE("decode: decode_norm_linear into a given buffer; the LM head's shape (
       NormLinearResult got =
           decode_norm_linear(x, res, nw, 1e-5, true, w, Tensor(), Tensor(), Tensor(), Tensor(), true, out);
       CHECK(got.y.data_ptr() == out.data_ptr());
-      CHECK(rel_err(wide(out), want) < tol(dt));
+      // The normalised rows are rounded to x's bf16 on both sides, after
+      // sums of squares taken in different orders (the GEMV's block vs
+      // rms_norm's warp per row): a value at a rounding boundary can land
+      // one bf16 ulp apart, which moves an f32 output row by ~3e-4 of its
+      // norm (seen once in six runs at 8e-5). bf16 outputs keep tol(dt).
+      CHECK(rel_err(wide(out), want) < (dt == DType::f32 ? 1e-3 : tol(dt)));
       CHECK(rel_err(wide(got.residual), wide(nr.residual)) < 1e-6);
     }
 }
