@@ -21,9 +21,10 @@ namespace {
 
 using detail::as_compute;
 
-// A (B, n) operand the kernels can read in place: adjacent columns.
-Tensor rows_view(const Tensor& t) { return t.size(1) <= 1 || t.stride(1) == 1 ? t.detach() : contiguous(t.detach()); }
-int64_t row_stride(const Tensor& t) { return t.size(0) <= 1 ? t.size(1) : t.stride(0); }
+// A (B, n) operand the kernels can read in place: adjacent columns. (These
+// and out_or_empty serve the CUDA paths only.)
+[[maybe_unused]] Tensor rows_view(const Tensor& t) { return t.size(1) <= 1 || t.stride(1) == 1 ? t.detach() : contiguous(t.detach()); }
+[[maybe_unused]] int64_t row_stride(const Tensor& t) { return t.size(0) <= 1 ? t.size(1) : t.stride(0); }
 
 void check_2d(const char* op, const Tensor& t, const char* name, int64_t rows, int64_t cols) {
   detail::check_defined(op, t, name);
@@ -49,7 +50,8 @@ void check_out(const char* op, const Tensor& out, const char* name, const Shape&
              dtype_name(dt), " of the result's shape, got ", out.desc());
   detail::check_same_device(op, {out, like});
 }
-Tensor out_or_empty(const char* op, const Tensor& out, const char* name, const Shape& s, DType dt, const Tensor& like) {
+[[maybe_unused]] Tensor out_or_empty(const char* op, const Tensor& out, const char* name, const Shape& s, DType dt,
+                                     const Tensor& like) {
   if (!out.defined()) return Tensor::empty(s, dt, like.device());
   check_out(op, out, name, s, dt, like);
   return out.detach();
@@ -255,6 +257,7 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
   detail::check_rank(op, x, "x", 2);
   detail::check_rank(op, w, "w", 2);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  (void)m;  // read by the CUDA path only
   COIL_CHECK(w.size(1) == k, op, ": w ", w.desc(), " does not match x ", x.desc());
   if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
 #ifdef COIL_WITH_CUDA
