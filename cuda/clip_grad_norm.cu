@@ -2,6 +2,7 @@
 
 #include "cuda/clip_grad_norm.h"
 #include "cuda/common.cuh"
+#include "cuda/multi_tensor.cuh"
 
 namespace coil::cuda {
 
@@ -11,23 +12,12 @@ constexpr int kThreads = 256;
 constexpr int64_t kChunk = 4096;  // elements per block
 constexpr int kMaxSlots = 320;    // per launch: the table stays under 8 KB
 
-struct Table {
-  GradSlot slot[kMaxSlots];
-  int64_t first_block[kMaxSlots + 1];  // prefix sums of each slot's chunk count
-  int n;
-};
-
-__device__ __forceinline__ int slot_of(const Table& t) {
-  int s = 0;  // the table is small: a linear scan is fine
-  while (s + 1 < t.n && t.first_block[s + 1] <= int64_t(blockIdx.x)) ++s;
-  return s;
-}
+using Table = ChunkTable<GradSlot, kMaxSlots>;
 
 __global__ void sumsq_kernel(const __grid_constant__ Table t, double* partials) {
   __shared__ double sm[kThreads];
-  const int s = slot_of(t);
-  const GradSlot& a = t.slot[s];
-  const int64_t base = (int64_t(blockIdx.x) - t.first_block[s]) * kChunk;
+  int64_t base;
+  const GradSlot& a = t.slot[t.slot_of_block(kChunk, base)];
   const int64_t end = base + kChunk < a.numel ? base + kChunk : a.numel;
   double acc = 0;
   for (int64_t i = base + threadIdx.x; i < end; i += kThreads) {
@@ -70,29 +60,10 @@ __global__ void finish_kernel(const double* partials, int64_t n, float max_norm,
 __global__ void scale_kernel(const __grid_constant__ Table t, const float* coef) {
   const float c = *coef;
   if (c == 1.f) return;
-  const int s = slot_of(t);
-  const GradSlot& a = t.slot[s];
-  const int64_t base = (int64_t(blockIdx.x) - t.first_block[s]) * kChunk;
+  int64_t base;
+  const GradSlot& a = t.slot[t.slot_of_block(kChunk, base)];
   const int64_t end = base + kChunk < a.numel ? base + kChunk : a.numel;
   for (int64_t i = base + threadIdx.x; i < end; i += kThreads) a.grad[i] *= c;
-}
-
-// The slots in tables of at most kMaxSlots, each with its first partial.
-template <class F>
-void for_tables(const std::vector<GradSlot>& slots, F&& f) {
-  int64_t offset = 0;
-  for (size_t first = 0; first < slots.size(); first += kMaxSlots) {
-    Table t{};
-    t.n = int(std::min(slots.size() - first, size_t(kMaxSlots)));
-    t.first_block[0] = 0;
-    for (int i = 0; i < t.n; ++i) {
-      t.slot[i] = slots[first + size_t(i)];
-      t.first_block[i + 1] = t.first_block[i] + (t.slot[i].numel + kChunk - 1) / kChunk;
-    }
-    const int64_t blocks = t.first_block[t.n];
-    if (blocks > 0) f(t, blocks, offset);
-    offset += blocks;
-  }
 }
 
 }  // namespace
@@ -106,7 +77,7 @@ int64_t clip_grad_norm_partials(const std::vector<GradSlot>& slots) {
 void clip_grad_norm(const std::vector<GradSlot>& slots, double max_norm, double* partials, float* norm, float* coef,
                     int device) {
   cudaStream_t st = stream_of(device);
-  for_tables(slots, [&](const Table& t, int64_t blocks, int64_t offset) {
+  for_chunk_tables<kMaxSlots>(slots, kChunk, [&](const Table& t, int64_t blocks, int64_t offset) {
     COIL_CHECK(blocks <= int64_t(INT32_MAX), "clip_grad_norm: too many elements");
     sumsq_kernel<<<unsigned(blocks), kThreads, 0, st>>>(t, partials + offset);
     COIL_CUDA_LAUNCH_CHECK();
@@ -116,7 +87,7 @@ void clip_grad_norm(const std::vector<GradSlot>& slots, double max_norm, double*
                                               norm, coef);
   COIL_CUDA_LAUNCH_CHECK();
   if (!clip) return;
-  for_tables(slots, [&](const Table& t, int64_t blocks, int64_t) {
+  for_chunk_tables<kMaxSlots>(slots, kChunk, [&](const Table& t, int64_t blocks, int64_t) {
     scale_kernel<<<unsigned(blocks), kThreads, 0, st>>>(t, coef);
     COIL_CUDA_LAUNCH_CHECK();
   });
