@@ -84,9 +84,13 @@ Mamba::Mamba(const MambaConfig& cfg, int64_t layer_idx, Generator& gen, Device d
   out_proj = register_module("out_proj", std::make_shared<Linear>(w_out, b_out));
 }
 
-Tensor Mamba::in_projection(const Tensor& h) const {
+void Mamba::check_input(const Tensor& h) const {
   COIL_CHECK(h.dim() == 3 && h.size(2) == cfg_.d_model, "Mamba: input must be (B, L, ", cfg_.d_model, "), got ",
              h.desc());
+}
+
+Tensor Mamba::in_projection(const Tensor& h) const {
+  check_input(h);
   const DType c = cfg_.compute_dtype;
   // W (2Di, d) @ h^T (B, d, L) -> (B, 2Di, L): the gradient comes back from
   // the split as (B, 2Di, L) and feeds the GEMMs directly (no permuted copy).
@@ -152,8 +156,7 @@ Tensor Mamba::out_projection(const Tensor& y) const {
 }
 
 Tensor Mamba::forward(const Tensor& h) const {
-  COIL_CHECK(h.dim() == 3 && h.size(2) == cfg_.d_model, "Mamba: input must be (B, L, ", cfg_.d_model, "), got ",
-             h.desc());
+  check_input(h);
   const int64_t di = cfg_.d_inner();
   const DType c = cfg_.compute_dtype;
   // in_proj as two GEMMs, one per half of the weight (x, then z), each

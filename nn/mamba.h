@@ -13,7 +13,8 @@
 // Forward on h (B, L, d_model), factored into the steps a recurrent
 // generation step will reuse one token at a time:
 //   xz    = in_projection(h)                  (B, 2*Di, L)
-//   x, z  = xz[:, :Di], xz[:, Di:]
+//   x, z  = xz[:, :Di], xz[:, Di:]              (training: two GEMMs, one per
+//                                                half of in_proj.weight, no xz)
 //   x     = silu(causal_conv1d(x))             conv()
 //   p     = ssm_inputs(x)                      dt = dt_proj.weight @ x_proj(x)[:R], B, C
 //   y     = selective_scan(x, p.delta, A = -exp(A_log), p.B, p.C, D, z, p.delta_bias, softplus)
@@ -65,6 +66,7 @@ class Mamba : public Module {
     Tensor B, C;        // (B, N, L) selective, or (Di, N) parameters
     Tensor delta_bias;  // (Di)
   };
+  void check_input(const Tensor& h) const;      // h must be (B, L, d_model)
   Tensor in_projection(const Tensor& h) const;  // (B, L, d_model) -> (B, 2*Di, L)
   Tensor conv(const Tensor& x) const;           // silu(causal_conv1d(x)), (B, Di, L)
   // From the conv output. keep_delta_low_rank: for a sequence (L > 1) with a

@@ -351,19 +351,23 @@ TEST_CASE("optim: a tiny byte-level MambaLM overfits one batch with AdamW") {
   CHECK(last < 0.1);
 }
 
+// A zero f32 parameter of n elements with a random gradient on the CPU, and
+// its twin on the GPU with the same gradient.
+void add_twin(int64_t n, Generator& gen, std::vector<Tensor>& cpu_p, std::vector<Tensor>& gpu_p) {
+  Tensor p = param(std::vector<double>(size_t(n), 0.0));
+  p.set_grad(rand({n}, DType::f32, Device::cpu(), &gen, -1, 1));
+  Tensor q = zeros({n}, DType::f32, Device::cuda(0));
+  q.set_requires_grad(true);
+  q.set_grad(p.grad().to(Device::cuda(0)));
+  cpu_p.push_back(p);
+  gpu_p.push_back(q);
+}
+
 TEST_CASE("optim: clip_grad_norm on the GPU matches the CPU [gpu]") {
   if (skip_without_gpu()) return;
   Generator gen{3, 0};
   std::vector<Tensor> cpu_p, gpu_p;
-  for (int64_t n : {1, 1000, 4097}) {
-    Tensor p = param(std::vector<double>(size_t(n), 0.0));
-    p.set_grad(rand({n}, DType::f32, Device::cpu(), &gen, -1, 1));
-    Tensor q = zeros({n}, DType::f32, Device::cuda(0));
-    q.set_requires_grad(true);
-    q.set_grad(p.grad().to(Device::cuda(0)));
-    cpu_p.push_back(p);
-    gpu_p.push_back(q);
-  }
+  for (int64_t n : {1, 1000, 4097}) add_twin(n, gen, cpu_p, gpu_p);
   Tensor nc = clip_grad_norm(cpu_p, 1.0), ng = clip_grad_norm(gpu_p, 1.0);
   CHECK(ng.is_cuda());
   CHECK(scalar_value(ng) == doctest::Approx(scalar_value(nc)).epsilon(1e-6));
@@ -390,16 +394,7 @@ TEST_CASE("optim: fused clip_grad_norm on the GPU over many tensors [gpu]") {
   Generator gen{11, 0};
   for (double max_norm : {1.0, 1e9, 0.0}) {
     std::vector<Tensor> cpu_p, gpu_p;
-    for (int i = 0; i < 333; ++i) {
-      const int64_t n = i == 7 ? 4096 * 9 + 5 : 1 + (i * 37) % 301;
-      Tensor p = param(std::vector<double>(size_t(n), 0.0));
-      p.set_grad(rand({n}, DType::f32, Device::cpu(), &gen, -1, 1));
-      Tensor q = zeros({n}, DType::f32, Device::cuda(0));
-      q.set_requires_grad(true);
-      q.set_grad(p.grad().to(Device::cuda(0)));
-      cpu_p.push_back(p);
-      gpu_p.push_back(q);
-    }
+    for (int i = 0; i < 333; ++i) add_twin(i == 7 ? 4096 * 9 + 5 : 1 + (i * 37) % 301, gen, cpu_p, gpu_p);
     std::vector<Tensor> before;
     for (const Tensor& q : gpu_p) before.push_back(q.grad().to(Device::cpu()));
     Tensor nc = clip_grad_norm(cpu_p, max_norm), ng = clip_grad_norm(gpu_p, max_norm);
