@@ -71,7 +71,6 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
   float* y_s = multi ? gA_s + kCh * kRow : dy_s;
 
   constexpr int V = Vec<IO>::V, VPR = kT / V, MI = kCh * VPR / kThreads;
-  constexpr int VB = Vec<BC>::V, VPRB = kT / VB;
   constexpr int NV = int(kVarB) + int(kVarC);  // values per state summed over channels
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane & 3;
   const int c = w * 8 + (lane >> 2);
@@ -146,22 +145,8 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
   };
 
   auto stage_bc = [&](int r, int64_t t0) {
-#pragma unroll
-    for (int m = 0; m < kRound * VPRB / kThreads; ++m) {
-      const int idx = tid + kThreads * m, nl = idx % kRound, j = idx / kRound;
-      const int64_t n = int64_t(r) * kRound + nl;
-      float v[VB];
-      if constexpr (kVarB) {
-        load_vec<BC>(n < N ? Bp + (b * N + n) * L : nullptr, t0 + j * VB, L, a.vec_bc, v);
-#pragma unroll
-        for (int i = 0; i < VB; ++i) B_s[(j * VB + i) * kRound + nl] = v[i];
-      }
-      if constexpr (kVarC) {
-        load_vec<BC>(n < N ? Cp + (b * N + n) * L : nullptr, t0 + j * VB, L, a.vec_bc, v);
-#pragma unroll
-        for (int i = 0; i < VB; ++i) C_s[(j * VB + i) * kRound + nl] = v[i];
-      }
-    }
+    if constexpr (kVarB) stage_states<BC>(Bp, a.vec_bc, b, N, L, r, t0, tid, B_s);
+    if constexpr (kVarC) stage_states<BC>(Cp, a.vec_bc, b, N, L, r, t0, tid, C_s);
   };
 
   // Per-channel sums of the cooperative phases (dD, d(delta_bias)): each thread
@@ -226,28 +211,7 @@ __global__ void __launch_bounds__(kThreads, kBwdMinBlocks<kVarB, kVarC>) bwd_ker
     const int64_t t0 = int64_t(k) * kT;
     const bool first = k == k1 - 1;  // first tile visited: partials start here
     // ---- stage u, dt (and dy when dstate > 16; else it follows pass 1).
-#pragma unroll 1
-    for (int m = 0; m < MI; ++m) {
-      const int idx = tid + kThreads * m, cc = idx / VPR, j = idx % VPR;
-      const int64_t dd = d0 + cc, t = t0 + j * V;
-      const bool ok = dd < dim;
-      const int64_t row = (b * dim + dd) * L;
-      float uv[V], dv[V];
-      load_vec<IO>(ok ? u + row : nullptr, t, L, a.vec_io, uv);
-      load_vec<IO>(ok ? delta + a.dl.at(b, dd) : nullptr, t, L, a.vec_io, dv);
-      const float bias = (ok && a.has_bias) ? __ldg(a.bias + dd) : 0.f;
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        float x = dv[i] + bias;
-        if (a.softplus) x = softplus_f(x);
-        dv[i] = (ok && t + i < L) ? x : 0.f;
-      }
-#pragma unroll
-      for (int i = 0; i < V; i += 4) {
-        *reinterpret_cast<float4*>(u_s + cc * kRow + j * V + i) = make_float4(uv[i], uv[i + 1], uv[i + 2], uv[i + 3]);
-        *reinterpret_cast<float4*>(dt_s + cc * kRow + j * V + i) = make_float4(dv[i], dv[i + 1], dv[i + 2], dv[i + 3]);
-      }
-    }
+    stage_u_dt<IO>(u, delta, a.dl, a.bias, a.softplus, a.vec_io, b, d0, dim, L, t0, tid, u_s, dt_s);
     if (multi) grad_y(t0, false, first);
     if constexpr (NV > 0) stage_bc(0, t0);
     __syncthreads();
