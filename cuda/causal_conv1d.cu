@@ -28,6 +28,34 @@ template <class T> __device__ __forceinline__ float x_at(const ConvArgs& a, cons
   return 0.f;
 }
 
+// Final-state entry j of row bd: input len-(K-1)+j (from the initial state
+// when len < K-1). Written by whichever thread holds the row's last inputs.
+template <class T>
+__device__ __forceinline__ void store_final(const ConvArgs& a, const T* x, const T* init, int64_t bd, int j) {
+  const int64_t H = a.width - 1;
+  static_cast<T*>(a.final_state)[bd * H + j] = store_as<T, float>(x_at(a, x, init, a.len - H + j));
+}
+
+// Channel d's taps and bias (K a template parameter: they stay in registers).
+template <int K> __device__ __forceinline__ void load_taps(const ConvArgs& a, int64_t d, float (&w)[K], float& b) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) w[k] = a.w[d * K + k];
+  b = a.bias ? a.bias[d] : 0.f;
+}
+
+// The E outputs of a 16-byte vector from its window win = x(t0-K+1 .. t0+E-1).
+template <class T, int K, int E>
+__device__ __forceinline__ void conv_vector(const float (&win)[K - 1 + E], const float (&w)[K], float b, bool silu,
+                                            T (&o)[E]) {
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    float acc = b;
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc += w[k] * win[e + k];
+    o[e] = store_as<T, float>(silu ? silu_f(acc) : acc);
+  }
+}
+
 // Grid (tiles of time, batch*dim). Each block loads its tile plus the K-1
 // step halo into shared memory once, then each thread computes its outputs.
 template <class T> __global__ void fwd_kernel(ConvArgs a) {
@@ -57,11 +85,8 @@ template <class T> __global__ void fwd_kernel(ConvArgs a) {
     out[t] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
   }
   // The last K-1 inputs (reaching into the initial state when len < K-1).
-  if (a.final_state && blockIdx.y == gridDim.y - 1) {
-    T* fs = static_cast<T*>(a.final_state) + bd * (K - 1);
-    for (int j = threadIdx.x; j < K - 1; j += blockDim.x)
-      fs[j] = store_as<T, float>(x_at(a, x, init, a.len - (K - 1) + j));
-  }
+  if (a.final_state && blockIdx.y == gridDim.y - 1)
+    for (int j = threadIdx.x; j < K - 1; j += blockDim.x) store_final(a, x, init, bd, j);
 }
 
 // Vectorised forward for the common case (len a multiple of the vector
@@ -94,10 +119,8 @@ template <class T, int K, int NT, int NV> __global__ void __launch_bounds__(NT) 
     else
       p[j].u = make_uint4(0u, 0u, 0u, 0u);  // zero in every dtype
   }
-  float w[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) w[k] = a.w[d * K + k];
-  const float b = a.bias ? a.bias[d] : 0.f;
+  float w[K], b;
+  load_taps<K>(a, d, w, b);
   float head[NV][HH];  // x(t0 - H .. t0 - 1) for each vector
   if constexpr (H > 0) {
 #pragma unroll
@@ -131,18 +154,10 @@ template <class T, int K, int NT, int NV> __global__ void __launch_bounds__(NT) 
 #pragma unroll
     for (int e = 0; e < E; ++e) win[H + e] = load_as<float, T>(p[j].e[e]);
     Pack o;
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      float acc = b;
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc += w[k] * win[e + k];
-      o.e[e] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
-    }
+    conv_vector<T, K, E>(win, w, b, a.silu, o.e);
     *reinterpret_cast<uint4*>(out + t0) = o.u;
-    if (a.final_state && t0 + E >= a.len) {  // the thread holding the last inputs
-      T* fs = static_cast<T*>(a.final_state) + bd * H;
-      for (int q = 0; q < H; ++q) fs[q] = store_as<T, float>(x_at(a, x, init, a.len - H + q));
-    }
+    if (a.final_state && t0 + E >= a.len)  // the thread holding the last inputs
+      for (int q = 0; q < H; ++q) store_final(a, x, init, bd, q);
   }
 }
 
@@ -172,23 +187,13 @@ template <class T, int K> __global__ void __launch_bounds__(256) fwd_rows_kernel
   for (int h = 0; h < H; ++h) win[h] = x_at(a, x, init, t0 - H + h);
 #pragma unroll
   for (int e = 0; e < E; ++e) win[H + e] = load_as<float, T>(p.e[e]);
-  float w[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) w[k] = a.w[d * K + k];
-  const float b = a.bias ? a.bias[d] : 0.f;
+  float w[K], b;
+  load_taps<K>(a, d, w, b);
   Pack o;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    float acc = b;
-#pragma unroll
-    for (int k = 0; k < K; ++k) acc += w[k] * win[e + k];
-    o.e[e] = store_as<T, float>(a.silu ? silu_f(acc) : acc);
-  }
+  conv_vector<T, K, E>(win, w, b, a.silu, o.e);
   *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + bd * a.len + t0) = o.u;
-  if (a.final_state && t0 + E >= a.len) {  // the thread holding the row's last inputs
-    T* fs = static_cast<T*>(a.final_state) + bd * H;
-    for (int q = 0; q < H; ++q) fs[q] = store_as<T, float>(x_at(a, x, init, a.len - H + q));
-  }
+  if (a.final_state && t0 + E >= a.len)  // the thread holding the row's last inputs
+    for (int q = 0; q < H; ++q) store_final(a, x, init, bd, q);
 }
 
 template <class T> bool fwd_vec(const ConvArgs& a, int device) {
