@@ -103,20 +103,47 @@ cuda::ConvStepArgs conv_args(const Tensor& conv_state, const Tensor& weight, con
   return a;
 }
 
-// The add + RMSNorm prologue of decode_norm_linear and decode_add_rms_norm:
-// x (+ residual) -> residual_out (dtype rdt), normalised with nw.
-cuda::NormPrologue norm_prologue(const Tensor& xc, const Tensor& rc, const Tensor& nw, double eps,
-                                 const Tensor& residual_out, DType rdt) {
+// The fused residual add + RMSNorm prologue of decode_norm_linear and
+// decode_add_rms_norm on CUDA. norm_fusable: whether the kernels take these
+// operands (`smem_floats` of the rows staged in shared memory);
+// norm_operands: the checks, contiguous inputs (kept alive here), the
+// residual stream's output (in rms_norm's dtype) and the kernel arguments.
+bool norm_fusable(const Tensor& x, const Tensor& residual, const Tensor& norm_w, int64_t smem_floats) {
+  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+  return x.is_cuda() && x.dim() == 2 && x.size(1) >= 1 && act(x.dtype()) &&
+         (!residual.defined() || act(residual.dtype())) && norm_w.dtype() == DType::f32 &&
+         size_t(smem_floats) * sizeof(float) <= cuda::kGemvNormMaxSmem;
+}
+struct NormOperands {
+  Tensor x, residual, weight, residual_out;
   cuda::NormPrologue np;
-  np.x = xc.data_ptr();
-  np.x_dtype = xc.dtype();
-  np.residual = rc.defined() ? rc.data_ptr() : nullptr;
-  np.residual_dtype = rc.defined() ? rc.dtype() : DType::f32;
-  np.weight = nw.data<float>();
+};
+NormOperands norm_operands(const char* op, const Tensor& x, const Tensor& residual, const Tensor& norm_w, double eps,
+                           bool residual_in_fp32, const Tensor& residual_out) {
+  const int64_t m = x.size(0), k = x.size(1);
+  detail::check_shape(op, norm_w, "norm weight", {k});
+  if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
+  COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  detail::check_same_device(op, {x, residual, norm_w});
+  const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
+  NormOperands o;
+  o.x = contiguous(x.detach()).detach();
+  o.weight = contiguous(norm_w.detach()).detach();
+  o.residual = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+  o.residual_out = out_or_empty(op, residual_out, "residual_out", {m, k}, rdt, x);
+  COIL_CHECK(o.residual_out.storage() != o.x.storage() &&
+                 (!o.residual.defined() || o.residual_out.storage() != o.residual.storage()),
+             op, ": residual_out must not alias x or residual");
+  cuda::NormPrologue& np = o.np;
+  np.x = o.x.data_ptr();
+  np.x_dtype = o.x.dtype();
+  np.residual = o.residual.defined() ? o.residual.data_ptr() : nullptr;
+  np.residual_dtype = o.residual.defined() ? o.residual.dtype() : DType::f32;
+  np.weight = o.weight.data<float>();
   np.eps = float(eps);
-  np.residual_out = residual_out.data_ptr();
+  np.residual_out = o.residual_out.data_ptr();
   np.residual_out_dtype = rdt;
-  return np;
+  return o;
 }
 #endif
 
@@ -324,31 +351,20 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
   detail::check_defined(op, w, "w");
   detail::check_defined(op, norm_w, "norm weight");
 #ifdef COIL_WITH_CUDA
-  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
   const DType dt = w.dtype();
   const int64_t m = x.dim() == 2 ? x.size(0) : 0, k = x.size(-1);
-  if (x.is_cuda() && x.dim() == 2 && w.dim() == 2 && act(dt) && act(x.dtype()) &&
-      (!residual.defined() || act(residual.dtype())) && m >= 1 && m <= cuda::kGemvMaxRows && k >= 1 &&
-      w.size(1) == k && norm_w.dtype() == DType::f32 && size_t(m * k) * sizeof(float) <= cuda::kGemvNormMaxSmem &&
-      (!bias.defined() || bias.dtype() == dt) &&
+  const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
+  if (norm_fusable(x, residual, norm_w, m * k) && w.dim() == 2 && act && m >= 1 && m <= cuda::kGemvMaxRows &&
+      w.size(1) == k && (!bias.defined() || bias.dtype() == dt) &&
       (!conv_state.defined() || (conv_state.dim() == 3 && conv_state.size(1) <= w.size(0)))) {
     const int64_t n = w.size(0);
-    detail::check_shape(op, norm_w, "norm weight", {k});
-    if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
     if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
-    COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-    detail::check_same_device(op, {x, residual, norm_w, w, bias, conv_state});
-    // The residual stream's dtype, as rms_norm picks it.
-    const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
-    Tensor xc = contiguous(x.detach()).detach(), nw = contiguous(norm_w.detach()).detach();
-    Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+    detail::check_same_device(op, {x, w, bias, conv_state});
+    const NormOperands no = norm_operands(op, x, residual, norm_w, eps, residual_in_fp32, residual_out);
     Tensor wc = contiguous(w.detach()).detach(), bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
     NormLinearResult r;
-    r.residual = out_or_empty(op, residual_out, "residual_out", {m, k}, rdt, x);
+    r.residual = no.residual_out;
     r.y = out_or_empty(op, out, "out", {m, n}, dt, x);
-    COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
-               ": residual_out must not alias x or residual");
-    const cuda::NormPrologue np = norm_prologue(xc, rc, nw, eps, r.residual, rdt);
     std::vector<Tensor> keep;
     cuda::ConvStepArgs ca;
     if (conv_state.defined()) {
@@ -361,7 +377,7 @@ NormLinearResult decode_norm_linear(const Tensor& x, const Tensor& residual, con
       ca = conv_args(conv_state, weight, conv_b, silu, r.conv_out, keep);
     }
     cuda::gemv_rows(nullptr, k, wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr, r.y.data_ptr(), dt, m, n, k,
-                    x.device().index, conv_state.defined() ? &ca : nullptr, &np);
+                    x.device().index, conv_state.defined() ? &ca : nullptr, &no.np);
     return r;
   }
 #endif
@@ -386,27 +402,14 @@ AddNormResult decode_add_rms_norm(const Tensor& x, const Tensor& residual, const
   detail::check_defined(op, x, "x");
   detail::check_defined(op, norm_w, "norm weight");
 #ifdef COIL_WITH_CUDA
-  auto act = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
-  const int64_t k = x.dim() == 2 ? x.size(1) : 0;
-  if (x.is_cuda() && x.dim() == 2 && k >= 1 && act(x.dtype()) && act(out_dtype) &&
-      (!residual.defined() || act(residual.dtype())) && norm_w.dtype() == DType::f32 &&
-      size_t(k) * sizeof(float) <= cuda::kGemvNormMaxSmem) {
-    const int64_t m = x.size(0);
-    detail::check_shape(op, norm_w, "norm weight", {k});
-    if (residual.defined()) detail::check_shape(op, residual, "residual", x.shape());
-    COIL_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-    detail::check_same_device(op, {x, residual, norm_w});
-    // The residual stream's dtype, as rms_norm picks it.
-    const DType rdt = residual_in_fp32 ? DType::f32 : residual.defined() ? residual.dtype() : x.dtype();
-    Tensor xc = contiguous(x.detach()).detach(), nw = contiguous(norm_w.detach()).detach();
-    Tensor rc = residual.defined() ? contiguous(residual.detach()).detach() : Tensor();
+  const bool act = out_dtype == DType::f32 || out_dtype == DType::bf16 || out_dtype == DType::f16;
+  if (act && norm_fusable(x, residual, norm_w, x.dim() == 2 ? x.size(1) : 0)) {
+    const NormOperands no = norm_operands(op, x, residual, norm_w, eps, residual_in_fp32, residual_out);
+    const int64_t m = x.size(0), k = x.size(1);
     AddNormResult r;
-    r.residual = out_or_empty(op, residual_out, "residual_out", {m, k}, rdt, x);
+    r.residual = no.residual_out;
     r.y = out_or_empty(op, y_out, "y_out", {m, k}, out_dtype, x);
-    COIL_CHECK(r.residual.storage() != xc.storage() && (!rc.defined() || r.residual.storage() != rc.storage()), op,
-               ": residual_out must not alias x or residual");
-    const cuda::NormPrologue np = norm_prologue(xc, rc, nw, eps, r.residual, rdt);
-    cuda::add_rms_norm_rows(np, m, k, r.y.data_ptr(), out_dtype, x.device().index);
+    cuda::add_rms_norm_rows(no.np, m, k, r.y.data_ptr(), out_dtype, x.device().index);
     return r;
   }
 #endif
