@@ -96,6 +96,16 @@ void gemv_rows(const void* x, int64_t x_row, const void* w, const void* bias, vo
                int64_t N, int64_t K, int device, const ConvStepArgs* conv = nullptr,
                const NormPrologue* norm = nullptr);
 
+// y (M, N) = x (M, K) @ w^T (+ bias) on tensor cores (mma.sync, f32
+// accumulation, rounded once to the dtype): the decode step's large
+// projections past the GEMV's rows (cuda/mma_rows_kernel.cuh says how).
+// Each block stages its weight rows in shared memory before the PDL wait;
+// x is read in tiles of 64 rows. mma_rows_supported: bf16 or f16, K a
+// multiple of 32 that fits the staging, 16-byte aligned x rows and w.
+bool mma_rows_supported(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, int64_t x_row, const void* w);
+void mma_rows(const void* x, int64_t x_row, const void* w, const void* bias, void* y, DType dtype, int64_t M,
+              int64_t N, int64_t K, int device);
+
 // The decode step's fused residual add + RMSNorm for any number of rows
 // (the GEMV prologue's math, one block per row): x, residual as in `p`
 // (rows, K) contiguous, the residual stream to p.residual_out, and the

@@ -11,8 +11,8 @@
 //
 // The contract for a kernel launched through launch_maybe_pdl: it calls
 // pdl_wait() before touching any memory a previous kernel may write or read
-// (before it, only L2 prefetches: hints with no effect on what is read),
-// then pdl_trigger(). Every
+// (before it, only L2 prefetches, which are hints, and reads of what no
+// kernel of the step writes: the weights), then pdl_trigger(). Every
 // kernel launched with the attribute waits, so a chain of them is ordered
 // transitively. Without the attribute (or before sm_90) both are no-ops.
 #pragma once

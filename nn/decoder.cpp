@@ -80,6 +80,9 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   int64_t proj_max = kGemvProjMaxBatch;
   if (const char* e = std::getenv("COIL_DECODE_GEMV_MAX_BATCH"); e && *e) proj_max = std::atoll(e);
   gemv_proj_ = opt_.gemv && batch <= proj_max;
+  const char* mma_env = std::getenv("COIL_DECODE_MMA");
+  const bool mma_on = mma_env && *mma_env ? std::string(mma_env) != "0" : opt_.mma;
+  mma_proj_ = dev.is_cuda() && mma_on && !gemv_proj_ && (c == DType::bf16 || c == DType::f16);
   // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
   // the launches, whatever the options say).
   const char* pdl_env = std::getenv("COIL_DECODE_PDL");
@@ -124,8 +127,8 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
 int64_t Decoder::gemv_max_batch() { return kGemvProjMaxBatch; }
 
 Tensor Decoder::project(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& slot) const {
-  if (!gemv_proj_) return linear(x, w, b);
-  Tensor r = decode_linear(x, w, b, slot);
+  if (!gemv_proj_ && !mma_proj_) return linear(x, w, b);
+  Tensor r = gemv_proj_ ? decode_linear(x, w, b, slot) : decode_linear_mma(x, w, b, slot);
   bind(slot, r);
   return r;
 }

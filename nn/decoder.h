@@ -30,14 +30,22 @@ struct DecoderOptions {
   // At batch <= 8 (cuda::kGemvMaxRows): the projections and the LM head
   // through GEMV kernels instead of cuBLASLt, with each block's add + norm
   // and the conv step fused into in_proj's kernel and norm_f into the LM
-  // head's (decode_norm_linear): 4 kernels per layer. Larger batches keep
-  // cuBLASLt GEMMs with the one-kernel add + norm (decode_add_rms_norm).
+  // head's (decode_norm_linear): 4 kernels per layer. Larger batches run
+  // the one-kernel add + norm (decode_add_rms_norm) and the projections as
+  // `mma` below says.
   // (x_proj and out_proj as GEMV row tiles of 8 next to cuBLASLt's in_proj
   // and LM head measured slower at batch 64 on an H100: 2.01 vs 1.30 ms per
   // step, so above batch 8 every projection is cuBLASLt.) Off: cuBLASLt at
   // every batch (the comparison in the bench).
   // The same math either way on the CPU (the ops one by one).
   bool gemv = true;
+  // Above batch 8 with bf16/f16 compute: in_proj, x_proj and out_proj
+  // through the tensor-core kernel of decode_linear_mma (weights staged before
+  // the PDL wait, no cuBLASLt kernel breaking the chain of PDL launches)
+  // instead of cuBLASLt; the LM head stays cuBLASLt. COIL_DECODE_MMA=1 or 0
+  // in the environment overrides it (the A/B comparison). Off by default
+  // until its speed against cuBLASLt is measured (docs/perf.md, decode v5).
+  bool mma = false;
   // On CUDA: the decode kernels launch with programmatic dependent launch
   // (cuda/pdl.cuh), hiding most of the launch gap between them. Falls back
   // to plain launches when the graph capture refuses it, and off when the
@@ -103,6 +111,7 @@ class Decoder {
   Tensor xz_, xc_, xdbl_, y_, hid_, normed_, res_[2];  // the slots (shared by the layers)
   bool gemv_ = false;       // the fused GEMV path applies at this batch
   bool gemv_proj_ = false;  // x_proj, out_proj through the GEMV kernel
+  bool mma_proj_ = false;   // the projections through decode_linear_mma (batch > 8)
   static constexpr int64_t kGemvProjMaxBatch = 8;
   bool pdl_ = false;
   cuda_ctx::Graph graph_;

@@ -304,6 +304,33 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
   return into(op, out_buf, "out", linear(x, w, bias));
 }
 
+Tensor decode_linear_mma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
+  const char* op = "decode_linear_mma";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, w, "w");
+  detail::check_rank(op, x, "x", 2);
+  detail::check_rank(op, w, "w", 2);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  (void)m;  // read by the CUDA path only
+  COIL_CHECK(w.size(1) == k, op, ": w ", w.desc(), " does not match x ", x.desc());
+  if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
+#ifdef COIL_WITH_CUDA
+  const DType dt = x.dtype();
+  if (x.is_cuda() && w.dtype() == dt && (!bias.defined() || bias.dtype() == dt)) {
+    detail::check_same_device(op, {x, w, bias});
+    Tensor xv = rows_view(x), wc = contiguous(w.detach()).detach();
+    if (cuda::mma_rows_supported(dt, m, n, k, xv.data_ptr(), row_stride(xv), wc.data_ptr())) {
+      Tensor bc = bias.defined() ? contiguous(bias.detach()).detach() : Tensor();
+      Tensor out = out_or_empty(op, out_buf, "out", {m, n}, dt, x);
+      cuda::mma_rows(xv.data_ptr(), row_stride(xv), wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr,
+                     out.data_ptr(), dt, m, n, k, x.device().index);
+      return out;
+    }
+  }
+#endif
+  return into(op, out_buf, "out", linear(x, w, bias));
+}
+
 LinearConvResult decode_linear_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& conv_state,
                                     const Tensor& conv_w, const Tensor& conv_b, bool silu) {
   const char* op = "decode_linear_conv";

@@ -45,6 +45,15 @@ Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in, co
 // when the weights stay in L2 (x_proj, out_proj at batch 64); elsewhere it
 // is linear().
 Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& out = Tensor());
+// decode_linear for the decode step's larger batches (9..64 rows a tile):
+// on CUDA with bf16/f16 operands, K a multiple of 32 and 16-byte aligned
+// rows (cuda::mma_rows_supported) one tensor-core kernel whose blocks stage
+// their weight rows before the PDL wait, so the weight stream overlaps the
+// previous kernel and the step's chain of PDL launches is not broken by a
+// cuBLASLt kernel; elsewhere it is linear(). For the layer projections: at
+// a large N (an LM head) every block would re-read x, so it is not meant
+// for those.
+Tensor decode_linear_mma(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& out = Tensor());
 // The most rows the fused GEMV kernels (norm prologue, conv epilogue) take
 // (cuda::kGemvMaxRows); decode_linear tiles larger M.
 constexpr int64_t kDecodeGemvMaxRows = 8;

@@ -144,7 +144,7 @@ std::vector<int64_t> ids_of(int64_t b, int64_t l, int64_t v, uint64_t salt) {
 // The decoder's logits after prefill and each of `steps` steps (fed with
 // fixed ids) against MambaLM::prefill/step; returns the worst rel_err.
 double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph,
-                      bool gemv = true, bool pdl = true) {
+                      bool gemv = true, bool pdl = true, bool mma = true) {
   const Device dev = m.backbone->embedding->weight.device();
   const int64_t v = m.config().vocab_size;
   Tensor ids = Tensor::from_ints(ids_of(b, prompt, v, 1), {b, prompt}, DType::i64, dev);
@@ -152,6 +152,7 @@ double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t s
   o.cuda_graph = graph;
   o.gemv = gemv;
   o.pdl = pdl;
+  o.mma = mma;
   nn::Decoder dec(m, b, o);
   if (!dev.is_cuda()) CHECK_FALSE(dec.pdl());
   CHECK(dec.graphed() == (graph && dev.is_cuda()));
@@ -343,6 +344,62 @@ TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear
     }
 }
 
+TEST_CASE("decode: decode_linear_mma equals linear on the CPU; bad operands name the operand") {
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Tensor x = input({9, 64}, dt, Device::cpu(), g), w = input({48, 64}, dt, Device::cpu(), g);
+    Tensor b = input({48}, dt, Device::cpu(), g);
+    Tensor out = Tensor::empty({9, 48}, dt, Device::cpu());
+    Tensor got = decode_linear_mma(x, w, b, out);
+    CHECK(got.data_ptr() == out.data_ptr());
+    CHECK(rel_err(wide(got), linear(wide(x), wide(w), wide(b))) < tol(dt));
+  }
+  Tensor x = input({9, 64}, DType::f32, Device::cpu(), g);
+  CHECK_THROWS_WITH(decode_linear_mma(x, input({48, 63}, DType::f32, Device::cpu(), g)),
+                    doctest::Contains("does not match x"));
+  CHECK_THROWS_WITH(decode_linear_mma(x, input({48, 64}, DType::f32, Device::cpu(), g), input({47}, DType::f32, Device::cpu(), g)),
+                    doctest::Contains("bias"));
+  CHECK_THROWS_WITH(decode_linear_mma(reshape(x, {9, 8, 8}), input({48, 64}, DType::f32, Device::cpu(), g)),
+                    doctest::Contains("decode_linear_mma: x must have rank 2"));
+}
+
+TEST_CASE("decode: decode_linear_mma (tensor-core rows) on the GPU equals linear (bf16, f16)") {
+  if (skip_without_gpu()) return;
+  Generator g{fresh_seed(), 0};
+  NoGradGuard ng;
+  Poison poison;
+  struct S {
+    int64_t m, n, k;
+    bool bias, slice;
+  };
+  // mamba-130m's projections at batch 64 (in_proj: 32-row blocks; x_proj,
+  // out_proj: 16-row blocks), odd M and N, one and two 64-row tiles, x as a
+  // column slice of a wider tensor (row stride a multiple of 8), K from one
+  // 32-wide block to several a warp; K = 40 and a misaligned slice take the
+  // fallback (linear).
+  for (S s : {S{64, 3072, 768, false, false}, S{64, 80, 1536, false, true}, S{64, 768, 1536, false, false},
+              S{9, 37, 32, true, false}, S{33, 70, 96, false, true}, S{65, 16, 128, true, false},
+              S{130, 200, 256, true, false}, S{17, 24, 480, false, false}, S{12, 50, 40, false, false}})
+    for (DType dt : {DType::bf16, DType::f16}) {
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(dtype_name(dt));
+      Tensor wide_x = input({s.m, s.k + (s.slice ? 16 : 0)}, dt, Device::cuda(), g);
+      Tensor x = narrow(wide_x, 1, s.slice ? 8 : 0, s.k);
+      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+      Tensor want = linear(wide(x), wide(w), wide(b));
+      Tensor out = Tensor::empty({s.m, s.n}, dt, Device::cuda());  // NaN-poisoned
+      Tensor got = decode_linear_mma(x, w, b, out);
+      CHECK(got.data_ptr() == out.data_ptr());
+      CHECK(rel_err(wide(got), want) < tol(dt));
+      // Deterministic: the same bits again.
+      Tensor again = decode_linear_mma(x, w, b);
+      CHECK(again.to_vector() == got.to_vector());
+    }
+}
+
 TEST_CASE("decode: decode_linear_conv (GEMV + conv step in one kernel) on the GPU equals linear then the conv step") {
   if (skip_without_gpu()) return;
   Generator g{fresh_seed(), 0};
@@ -449,6 +506,18 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
   CHECK(decoder_vs_ops(mbf, 64, 4, 4, false, true, /*pdl=*/false) < 1e-2);
   CHECK(decoder_vs_ops(mbf, 64, 4, 4, true, /*gemv=*/false) < 1e-2);
   CHECK(decoder_vs_ops(mbf, 65, 2, 2, true) < 1e-2);  // past the tiled GEMV's batch: all cuBLASLt
+  // d_model 32: every projection's K a multiple of 32, so above batch 8 the
+  // projections run on the tensor-core kernel (decode_linear_mma); against
+  // cuBLASLt too.
+  nn::MambaConfig c32 = small_lm(DType::f32, DType::bf16);
+  c32.d_model = 32;
+  nn::MambaLM m32bf(c32, 5, Device::cuda());
+  for (int64_t b : {9, 64, 130}) {
+    CAPTURE(b);
+    CHECK(decoder_vs_ops(m32bf, b, 4, 4, true) < 1e-2);
+    CHECK(decoder_vs_ops(m32bf, b, 3, 3, false, true, /*pdl=*/false) < 1e-2);
+    CHECK(decoder_vs_ops(m32bf, b, 3, 3, true, true, true, /*mma=*/false) < 1e-2);
+  }
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;

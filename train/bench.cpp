@@ -10,6 +10,7 @@
 #include "nn/decoder.h"
 #include "nn/mamba_lm.h"
 #include "nn/model_stats.h"
+#include "ops/mamba_step.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
@@ -299,6 +300,38 @@ void bench_step(const BenchOptions& o, const Ceilings& c) {
 // precision, random prompts. Per batch size: prefill time, the median step
 // time, tokens/s, and the floor of a step (every weight byte read once, the
 // states read and written once, at the measured copy bandwidth).
+// The decode step's projections at batch 64 (mamba-130m's and -370m's
+// in_proj, x_proj, out_proj; bf16): the tensor-core kernel of
+// decode_linear_mma against cuBLASLt (linear), each alone between events.
+// The floor is the weight bytes over the copy rate; weights rotate through
+// sets larger than L2, as 24-48 layers' weights do in a decode step.
+void bench_proj(const BenchOptions& o, const Ceilings& c) {
+  Device dev = Device::cuda(o.device);
+  struct P {
+    const char* name;
+    int64_t k, n;
+  };
+  const int64_t m = 64;
+  for (P p : {P{"130m in_proj", 768, 3072}, P{"130m x_proj", 1536, 80}, P{"130m out_proj", 1536, 768},
+              P{"370m in_proj", 1024, 4096}, P{"370m x_proj", 2048, 96}, P{"370m out_proj", 2048, 1024}}) {
+    Generator g{12, uint64_t(p.n)};
+    const double wbytes = double(p.n * p.k) * 2, bytes = wbytes + double(m * (p.k + p.n)) * 2;
+    const int nset = rotation(wbytes, o.device);
+    std::vector<Tensor> ws;
+    for (int i = 0; i < nset; ++i) ws.push_back(randn({p.n, p.k}, DType::bf16, dev, &g));
+    Tensor x = randn({m, p.k}, DType::bf16, dev, &g), out = Tensor::empty({m, p.n}, DType::bf16, dev);
+    NoGradGuard ng;
+    auto tm = cuda::time_it([&](int i) { decode_linear_mma(x, ws[i % nset], Tensor(), out); }, o.warmup, o.iters,
+                            o.device);
+    auto tc = cuda::time_it([&](int i) { linear(x, ws[i % nset]); }, o.warmup, o.iters, o.device);
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "%s M%lld K%lld N%lld", p.name, (long long)m, (long long)p.k, (long long)p.n);
+    const double floor_ms = bytes / (c.copy_gbps * 1e9) * 1e3;
+    row("proj mma (decode)", shape, tm.median_ms, bytes, floor_ms, "");
+    row("proj cuBLASLt", shape, tc.median_ms, bytes, floor_ms, "");
+  }
+}
+
 void bench_generate(const BenchOptions& o, const Ceilings& c) {
   const std::string path = o.config.empty() ? std::string("configs/mamba-130m.yaml") : o.config;
   COIL_CHECK(o.prompt_len >= 1, "--prompt-len: must be >= 1 (got ", o.prompt_len, ")");
@@ -421,6 +454,7 @@ int run_bench(const std::vector<std::string>& what, const BenchOptions& o) {
   if (want("conv")) bench_conv(o, c);
   if (want("scan")) bench_scan(o, c);
   if (want("embedding")) bench_embedding(o, c);
+  if (want("proj")) bench_proj(o, c);
   if (want("lce")) {
     if (c.gemm_tflops == 0) c.gemm_tflops = bench_gemm(o);
     bench_lce(o, c);

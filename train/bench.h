@@ -24,7 +24,7 @@ struct BenchOptions {
   int64_t new_tokens = 128;
 };
 
-// what: copy, gemm, scan, conv, norm, embedding, step (needs opt.config), generate, all (the
+// what: copy, gemm, scan, conv, norm, embedding, proj, lce, step (needs opt.config), generate, all (the
 // kernels). Returns a process exit code.
 int run_bench(const std::vector<std::string>& what, const BenchOptions& opt);
 

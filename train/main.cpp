@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   train::BenchOptions bopt;
   std::vector<std::string> what;
   auto* be = app.add_subcommand("bench",
-                                "GPU benchmarks: copy, gemm, norm, conv, scan, embedding, lce, all; step --config X; "
+                                "GPU benchmarks: copy, gemm, norm, conv, scan, embedding, proj, lce, all; step --config X; "
                                 "generate; allreduce (under coil-run)");
   be->add_option("what", what, "what to measure")->required();
   be->add_option("--device", bopt.device, "CUDA device index");
