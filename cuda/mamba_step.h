@@ -56,6 +56,34 @@ struct SsmStepArgs {
 };
 void ssm_step(const SsmStepArgs& a, int device);
 
+// The conv step and x_proj of a decode step in one kernel, for the batches
+// whose projections are cuBLASLt GEMMs (> 8 rows): conv_out = the conv step
+// (SiLU) of x, as conv_step computes it; x_dbl (batch, E) = conv_out @
+// w_x^T, f32 sums rounded once to the dtype (a GEMM's output). Clusters of
+// kConvXprojCluster blocks take kConvXprojRows batch rows, block k a slice
+// of the channels: its x_proj columns are staged once (cp.async, before the
+// PDL wait) for all the rows, and the blocks add their partial sums through
+// distributed shared memory in rank order (deterministic).
+struct ConvXprojArgs {
+  int64_t batch = 0, dim = 0, width = 0, out_dim = 0;  // out_dim E: x_proj's rows
+  DType dtype = DType::f32;                            // x, conv state, w_x, conv_out, x_dbl
+  const void* x = nullptr;                             // (batch, dim) with row stride x_row
+  int64_t x_row = 0;
+  void* conv_state = nullptr;     // (batch, dim, width-1) contiguous, in place
+  const float* conv_w = nullptr;  // (dim, width)
+  const float* conv_b = nullptr;  // (dim) or null
+  const void* w_x = nullptr;      // (out_dim, dim) contiguous
+  void* conv_out = nullptr;       // (batch, dim) contiguous
+  void* x_dbl = nullptr;          // (batch, out_dim) contiguous
+};
+constexpr int kConvXprojCluster = 8;
+constexpr int kConvXprojRows = 8;
+// Whether the kernel takes these sizes and alignments (dim a multiple of 8,
+// width <= 4, the slice's weights in shared memory); otherwise the caller
+// runs conv_step and a GEMM.
+bool conv_xproj_supported(const ConvXprojArgs& a);
+void conv_xproj(const ConvXprojArgs& a, int device);
+
 // out[b] = the first index of the largest of x[b, :limit] (NaN counts as
 // -inf; an all -inf/NaN row gives 0). x (rows, >= limit) with row stride
 // x_row in `dtype`; out i32 or i64 (`out_dtype`) with element stride 1.

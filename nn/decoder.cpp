@@ -187,11 +187,21 @@ void Decoder::run_step() {
       residual = nr.residual;
       xz = project(nr.y, l.w_in, l.b_in, xz_);
       if (!gemv_proj_) keep.push_back(xz);
-      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
-      bind(xc_, x);
     }
-    Tensor x_dbl = project(x, l.w_x, Tensor(), xdbl_);  // (B, R + 2N): dt | B | C
-    if (!gemv_proj_) keep.push_back(x_dbl);
+    // x_proj (B, R + 2N): dt | B | C. GEMV path: the conv ran in the norm +
+    // in_proj kernel, x_proj is a GEMV. Otherwise conv + x_proj are one
+    // kernel (decode_conv_xproj).
+    Tensor x_dbl;
+    if (gemv_) {
+      x_dbl = project(x, l.w_x, Tensor(), xdbl_);
+      if (!gemv_proj_) keep.push_back(x_dbl);
+    } else {
+      ConvXprojResult cx = decode_conv_xproj(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, l.w_x, xc_, xdbl_);
+      bind(xc_, cx.conv_out);
+      bind(xdbl_, cx.x_dbl);
+      x = cx.conv_out;
+      x_dbl = cx.x_dbl;
+    }
     SsmStepInputs s;
     s.x = x;
     s.dt = narrow(x_dbl, 1, 0, r);

@@ -277,6 +277,54 @@ Tensor selective_state_step(const Tensor& state, const SsmStepInputs& in, const 
 #endif
 }
 
+ConvXprojResult decode_conv_xproj(const Tensor& x, const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b,
+                                  const Tensor& w_x, const Tensor& conv_out, const Tensor& x_dbl) {
+  const char* op = "decode_conv_xproj";
+  detail::check_defined(op, x, "x");
+  detail::check_rank(op, x, "x", 2);
+  detail::check_defined(op, w_x, "x_proj weight");
+  detail::check_rank(op, w_x, "x_proj weight", 2);
+  const int64_t b = x.size(0), c = x.size(1), e = w_x.size(0);
+  check_2d(op, w_x, "x_proj weight", e, c);
+  Tensor weight = conv_weight_2d(op, conv_w, c, x);
+  check_conv_state(op, conv_state, b, c, weight.size(1), x.dtype());
+  if (conv_b.defined()) detail::check_shape(op, conv_b, "conv bias", {c});
+#ifdef COIL_WITH_CUDA
+  if (x.is_cuda() && w_x.dtype() == x.dtype()) {
+    detail::check_same_device(op, {x, conv_state, weight, conv_b, w_x});
+    Tensor xv = rows_view(x), wx = contiguous(w_x.detach()).detach();
+    Tensor w32 = contiguous(to_dtype(weight, DType::f32)).detach();
+    Tensor b32 = conv_b.defined() ? contiguous(to_dtype(conv_b.detach(), DType::f32)).detach() : Tensor();
+    ConvXprojResult r;
+    r.conv_out = out_or_empty(op, conv_out, "conv_out", {b, c}, x.dtype(), x);
+    r.x_dbl = out_or_empty(op, x_dbl, "x_dbl", {b, e}, x.dtype(), x);
+    cuda::ConvXprojArgs a;
+    a.batch = b;
+    a.dim = c;
+    a.width = weight.size(1);
+    a.out_dim = e;
+    a.dtype = x.dtype();
+    a.x = xv.data_ptr();
+    a.x_row = row_stride(xv);
+    a.conv_state = conv_state.data_ptr();
+    a.conv_w = w32.data<float>();
+    a.conv_b = b32.defined() ? b32.data<float>() : nullptr;
+    a.w_x = wx.data_ptr();
+    a.conv_out = r.conv_out.data_ptr();
+    a.x_dbl = r.x_dbl.data_ptr();
+    if (b > 0 && cuda::conv_xproj_supported(a)) {
+      cuda::conv_xproj(a, x.device().index);
+      return r;
+    }
+  }
+#endif
+  // The two ops: the CPU reference, and shapes the kernel does not take.
+  ConvXprojResult r;
+  r.conv_out = causal_conv1d_step(x, conv_state, conv_w, conv_b, /*silu=*/true, conv_out);
+  r.x_dbl = into(op, x_dbl, "x_dbl", linear(r.conv_out, w_x));
+  return r;
+}
+
 Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
   const char* op = "decode_linear";
   detail::check_defined(op, x, "x");

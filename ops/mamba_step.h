@@ -38,6 +38,18 @@ struct SsmStepInputs {
 // x, dt, dt_weight, B, C, z must share one dtype (f32, bf16 or f16).
 Tensor selective_state_step(const Tensor& ssm_state, const SsmStepInputs& in, const Tensor& out = Tensor());
 
+// The conv step (SiLU) and x_proj of a decode step: conv_out =
+// causal_conv1d_step(x, conv_state, conv_w, conv_b, true) (B, C) and x_dbl =
+// linear(conv_out, w_x) (B, E), both in x's dtype; conv_state advances in
+// place. On CUDA one kernel does both where cuda::conv_xproj_supported holds
+// (C a multiple of 8, conv width <= 4); elsewhere the two ops run. `conv_out`
+// and `x_dbl`, when given, receive the results.
+struct ConvXprojResult {
+  Tensor conv_out, x_dbl;
+};
+ConvXprojResult decode_conv_xproj(const Tensor& x, const Tensor& conv_state, const Tensor& conv_w, const Tensor& conv_b,
+                                  const Tensor& w_x, const Tensor& conv_out = Tensor(), const Tensor& x_dbl = Tensor());
+
 // linear(x, w, bias) for a decode step's few rows: x (M, K), w (N, K),
 // bias (N) or undefined -> (M, N) in x's dtype. On CUDA it is one GEMV
 // kernel (no cuBLASLt heuristics, no split-K second kernel) that reads each

@@ -122,6 +122,53 @@ std::vector<SsmCase> ssm_cases() {
           {64, 1536, 16, 48, true, true, true}};
 }
 
+// decode_conv_xproj on `dev` against causal_conv1d_step then linear on the
+// CPU (the same roundings: the conv output and x_proj's output in dt).
+struct ConvXprojCase {
+  int64_t b, c, e, k;
+  bool bias;
+};
+void conv_xproj_case(Device dev, DType dt, ConvXprojCase s) {
+  CAPTURE(dev.str());
+  CAPTURE(dtype_name(dt));
+  CAPTURE(s.b);
+  CAPTURE(s.c);
+  CAPTURE(s.e);
+  CAPTURE(s.k);
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator g{seed, 0};
+  NoGradGuard ng;
+  Poison poison;
+  const DType pdt = dt == DType::f64 ? DType::f64 : DType::f32;
+  const Device cpu = Device::cpu();
+  Tensor xz = input({s.b, 2 * s.c + 8}, dt, cpu, g);  // x a column slice: strided rows
+  Tensor w = input({s.c, 1, s.k}, pdt, cpu, g), bb = s.bias ? input({s.c}, pdt, cpu, g) : Tensor();
+  Tensor wx = input({s.e, s.c}, dt, cpu, g, -0.3, 0.3), state0 = input({s.b, s.c, s.k - 1}, dt, cpu, g);
+  Tensor st_ref = state0.clone().detach();
+  Tensor xc_ref = causal_conv1d_step(narrow(xz, 1, 0, s.c), st_ref, w, bb, true);
+  Tensor dbl_ref = linear(xc_ref, wx);
+
+  auto on = [&](const Tensor& t) { return t.defined() ? t.to(dev).detach() : t; };
+  Tensor xzd = on(xz), st = on(state0);
+  Tensor xc_out = full({s.b, s.c}, NAN, dt, dev), dbl_out = full({s.b, s.e}, NAN, dt, dev);
+  ConvXprojResult r = decode_conv_xproj(narrow(xzd, 1, 0, s.c), st, on(w), on(bb), on(wx), xc_out, dbl_out);
+  CHECK(r.conv_out.data_ptr() == xc_out.data_ptr());
+  CHECK(r.x_dbl.data_ptr() == dbl_out.data_ptr());
+  const double t = dev.is_cpu() ? 0.0 : tol(dt);  // the GPU sums x_proj in another order
+  CHECK(rel_err(wide(xc_out), wide(xc_ref)) <= t);
+  CHECK(rel_err(wide(dbl_out), wide(dbl_ref)) <= t);
+  CHECK(rel_err(wide(st), wide(st_ref)) == 0);  // the shifted window: exact
+}
+
+std::vector<ConvXprojCase> conv_xproj_cases() {
+  // mamba-130m's layer at batch 64 and 65 (a cluster with one row); d_inner
+  // 40 (blocks without channels), 24, 8; widths 1-4; a width of 37 channels
+  // the kernel does not take (the ops run).
+  return {{64, 1536, 80, 4, true}, {65, 1536, 80, 4, true}, {9, 40, 34, 4, true}, {13, 24, 10, 3, false},
+          {3, 64, 7, 2, true},     {1, 8, 5, 1, true},       {17, 37, 6, 4, true}};
+}
+
 nn::MambaConfig small_lm(DType param, DType compute) {
   nn::MambaConfig c;
   c.d_model = 20;  // d_inner 40, dt_rank 2
@@ -179,6 +226,17 @@ TEST_CASE("decode: fused conv step equals causal_conv1d at L = 1 (CPU)") {
 TEST_CASE("decode: fused SSM step equals selective_scan at L = 1 (CPU)") {
   for (DType dt : {DType::f64, DType::f32, DType::bf16})
     for (const SsmCase& s : ssm_cases()) ssm_case(Device::cpu(), dt, s);
+}
+
+TEST_CASE("decode: decode_conv_xproj equals the conv step then x_proj (CPU)") {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (const ConvXprojCase& s : conv_xproj_cases()) conv_xproj_case(Device::cpu(), dt, s);
+  NoGradGuard ng;
+  Tensor x = Tensor::zeros({3, 8}), cs = Tensor::zeros({3, 8, 3}), w = Tensor::zeros({8, 4});
+  CHECK_THROWS_WITH_AS(decode_conv_xproj(x, Tensor::zeros({3, 8, 2}), w, Tensor(), Tensor::zeros({5, 8})),
+                       doctest::Contains("conv_state"), Error);
+  CHECK_THROWS_WITH_AS(decode_conv_xproj(x, cs, w, Tensor(), Tensor::zeros({5, 7})),
+                       doctest::Contains("x_proj weight"), Error);
 }
 
 TEST_CASE("decode: argmax_rows_ picks the first maximum below the limit; NaN never wins") {
@@ -287,6 +345,12 @@ TEST_CASE("decode: fused SSM step kernel on the GPU equals the op path (f32, bf1
   if (skip_without_gpu()) return;
   for (DType dt : {DType::f32, DType::bf16})
     for (const SsmCase& s : ssm_cases()) ssm_case(Device::cuda(), dt, s);
+}
+
+TEST_CASE("decode: decode_conv_xproj (conv + x_proj in one cluster kernel) on the GPU equals the ops") {
+  if (skip_without_gpu()) return;
+  for (DType dt : {DType::f32, DType::bf16})
+    for (const ConvXprojCase& s : conv_xproj_cases()) conv_xproj_case(Device::cuda(), dt, s);
 }
 
 TEST_CASE("decode: argmax_rows_ on the GPU equals the CPU") {
