@@ -181,6 +181,8 @@ const std::shared_ptr<Storage>& Tensor::storage() const { return need(impl_).sto
 bool Tensor::is_contiguous() const {
   const Shape& s = shape();
   const Shape& st = strides();
+  for (int64_t d : s)
+    if (d == 0) return true;  // no elements: any strides describe the same (empty) layout
   int64_t expect = 1;
   for (size_t i = s.size(); i-- > 0;) {
     if (s[i] == 1) continue;

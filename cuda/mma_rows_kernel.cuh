@@ -1,8 +1,8 @@
 // y (M, N) = x (M, K) @ w^T (+ bias) on tensor cores for the decode step's
 // projections at 9..64 rows a tile (device code; the host launcher is
 // cuda/mma_rows.cu, the declaration cuda/mamba_step.h). Plain CUDA C++ with
-// the few PTX pieces behind functions, so tests/cuda/mma_rows_emu.cpp runs it
-// on the CPU.
+// the PTX pieces behind the functions of cuda/device_prims.cuh, so
+// tests/cuda/mma_rows_emu.cpp runs it on the CPU.
 //
 // Why not cuBLASLt: at 64 rows a projection is a weight stream (mamba-130m's
 // in_proj 4.7 MB, out_proj 2.4 MB) and cuBLASLt's kernels take ~6 us for
@@ -22,15 +22,9 @@
 // (deterministic), with the bias, then rounded once to T.
 #pragma once
 #include <cstdint>
-#include <type_traits>
 
 #include "core/half.h"
-
-#if defined(__CUDACC__)
-#include <cuda_runtime.h>
-
-#include "cuda/pdl.cuh"
-#endif
+#include "cuda/device_prims.cuh"
 
 namespace coil::cuda::mma_kernel {
 
@@ -60,56 +54,11 @@ inline size_t smem_bytes(int K, int MT) {
   return w > red ? w : red;
 }
 
-// ---- the PTX pieces (the emulator supplies host versions) ----------------------
-#if defined(__CUDACC__)
-__device__ __forceinline__ unsigned char* smem_base() {
-  extern __shared__ __align__(16) unsigned char mma_rows_smem_[];
-  return mma_rows_smem_;
-}
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-// d += A (16x16, row) * B (16x8, col): a0..a3 and b0, b1 as the PTX ISA lays
-// them out for m16n8k16 (two 16-bit elements a register).
-template <class T>
-__device__ __forceinline__ void mma16816(float* d, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
-                                         unsigned b1) {
-  if constexpr (std::is_same_v<T, coil::bf16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-}
-#else
-}  // namespace coil::cuda::mma_kernel
-namespace coil::cuda {
-void pdl_wait();
-void pdl_trigger();
-}  // namespace coil::cuda
-namespace coil::cuda::mma_kernel {
-unsigned char* smem_base();
-void cp_async16(void* smem, const void* gmem);
-void cp_async_commit();
-void cp_async_wait_all();
-template <class T> void mma16816(float* d, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1);
-#endif
-
 // Grid (ceil(N / (16 MT)), ceil(M / kTileRows)) blocks of kThreads;
 // smem_bytes(K, MT) of dynamic shared memory. K a multiple of kKBlock.
 template <class T, int MT>
 __global__ void __launch_bounds__(kThreads, 1) mma_rows_kernel(const __grid_constant__ Args a) {
-  unsigned char* smem = smem_base();
+  unsigned char* smem = dyn_smem_bytes();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
   constexpr int F = 16 * MT;  // weight rows (features) of the block
   const int n0 = int(blockIdx.x) * F, m0 = int(blockIdx.y) * kTileRows;

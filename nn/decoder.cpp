@@ -82,6 +82,8 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   gemv_proj_ = opt_.gemv && batch <= proj_max;
   const char* mma_env = std::getenv("COIL_DECODE_MMA");
   const bool mma_on = mma_env && *mma_env ? std::string(mma_env) != "0" : opt_.mma;
+  const char* cx_env = std::getenv("COIL_DECODE_CONV_XPROJ");
+  conv_xproj_ = !gemv_ && (cx_env && *cx_env ? std::string(cx_env) != "0" : opt_.conv_xproj);
   mma_proj_ = dev.is_cuda() && mma_on && !gemv_proj_ && (c == DType::bf16 || c == DType::f16);
   // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
   // the launches, whatever the options say).
@@ -189,10 +191,14 @@ void Decoder::run_step() {
       if (!gemv_proj_) keep.push_back(xz);
     }
     // x_proj (B, R + 2N): dt | B | C. GEMV path: the conv ran in the norm +
-    // in_proj kernel, x_proj is a GEMV. Otherwise conv + x_proj are one
-    // kernel (decode_conv_xproj).
+    // in_proj kernel, x_proj is a GEMV. Otherwise the conv step then x_proj,
+    // or both in one kernel (decode_conv_xproj).
     Tensor x_dbl;
-    if (gemv_) {
+    if (!gemv_ && !conv_xproj_) {
+      x = causal_conv1d_step(narrow(xz, 1, 0, di), l.conv_state, l.conv_w, l.conv_b, /*silu=*/true, xc_);
+      bind(xc_, x);
+    }
+    if (gemv_ || !conv_xproj_) {
       x_dbl = project(x, l.w_x, Tensor(), xdbl_);
       if (!gemv_proj_) keep.push_back(x_dbl);
     } else {

@@ -46,6 +46,11 @@ struct DecoderOptions {
   // in the environment overrides it (the A/B comparison). Off by default
   // until its speed against cuBLASLt is measured (docs/perf.md, decode v5).
   bool mma = false;
+  // Above batch 8: the conv step and x_proj in one cluster kernel
+  // (decode_conv_xproj) instead of the conv kernel and a projection.
+  // COIL_DECODE_CONV_XPROJ=1 or 0 overrides it. Off by default until
+  // measured (docs/perf.md, decode v5).
+  bool conv_xproj = false;
   // On CUDA: the decode kernels launch with programmatic dependent launch
   // (cuda/pdl.cuh), hiding most of the launch gap between them. Falls back
   // to plain launches when the graph capture refuses it, and off when the
@@ -112,6 +117,7 @@ class Decoder {
   bool gemv_ = false;       // the fused GEMV path applies at this batch
   bool gemv_proj_ = false;  // x_proj, out_proj through the GEMV kernel
   bool mma_proj_ = false;   // the projections through decode_linear_mma (batch > 8)
+  bool conv_xproj_ = false;  // conv step + x_proj through decode_conv_xproj (batch > 8)
   static constexpr int64_t kGemvProjMaxBatch = 8;
   bool pdl_ = false;
   cuda_ctx::Graph graph_;

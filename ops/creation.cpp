@@ -52,6 +52,7 @@ enum class Dist { uniform, normal, integer };
 void draw(const Tensor& out, Dist dist, double a, double b, Generator* gen) {
   Generator& g = gen ? *gen : default_generator();
   int64_t n = out.numel();
+  if (n == 0) return;  // nothing to draw, no counters to reserve
   bool native = out.is_contiguous() &&
                 (dist == Dist::integer ? (out.dtype() == DType::i64 || out.dtype() == DType::i32)
                                        : (out.dtype() == DType::f32 || out.dtype() == DType::f64));

@@ -325,16 +325,22 @@ ConvXprojResult decode_conv_xproj(const Tensor& x, const Tensor& conv_state, con
   return r;
 }
 
-Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
-  const char* op = "decode_linear";
+// linear(x, w, bias)'s operands for the decode GEMV and tensor-core paths:
+// x (M, K), w (N, K), bias (N) or undefined.
+static void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
   detail::check_defined(op, x, "x");
   detail::check_defined(op, w, "w");
   detail::check_rank(op, x, "x", 2);
   detail::check_rank(op, w, "w", 2);
+  COIL_CHECK(w.size(1) == x.size(1), op, ": w ", w.desc(), " does not match x ", x.desc());
+  if (bias.defined()) detail::check_shape(op, bias, "bias", {w.size(0)});
+}
+
+Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
+  const char* op = "decode_linear";
+  check_linear(op, x, w, bias);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  (void)m;  // read by the CUDA path only
-  COIL_CHECK(w.size(1) == k, op, ": w ", w.desc(), " does not match x ", x.desc());
-  if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
+  (void)m, (void)k;  // read by the CUDA path only
 #ifdef COIL_WITH_CUDA
   const DType dt = x.dtype();
   const bool act = dt == DType::f32 || dt == DType::bf16 || dt == DType::f16;
@@ -354,14 +360,9 @@ Tensor decode_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const
 
 Tensor decode_linear_mma(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_buf) {
   const char* op = "decode_linear_mma";
-  detail::check_defined(op, x, "x");
-  detail::check_defined(op, w, "w");
-  detail::check_rank(op, x, "x", 2);
-  detail::check_rank(op, w, "w", 2);
+  check_linear(op, x, w, bias);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  (void)m;  // read by the CUDA path only
-  COIL_CHECK(w.size(1) == k, op, ": w ", w.desc(), " does not match x ", x.desc());
-  if (bias.defined()) detail::check_shape(op, bias, "bias", {n});
+  (void)m, (void)k;  // read by the CUDA path only
 #ifdef COIL_WITH_CUDA
   const DType dt = x.dtype();
   if (x.is_cuda() && w.dtype() == dt && (!bias.defined() || bias.dtype() == dt)) {

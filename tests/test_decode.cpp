@@ -191,7 +191,7 @@ std::vector<int64_t> ids_of(int64_t b, int64_t l, int64_t v, uint64_t salt) {
 // The decoder's logits after prefill and each of `steps` steps (fed with
 // fixed ids) against MambaLM::prefill/step; returns the worst rel_err.
 double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t steps, bool graph,
-                      bool gemv = true, bool pdl = true, bool mma = true) {
+                      bool gemv = true, bool pdl = true, bool mma = true, bool conv_xproj = false) {
   const Device dev = m.backbone->embedding->weight.device();
   const int64_t v = m.config().vocab_size;
   Tensor ids = Tensor::from_ints(ids_of(b, prompt, v, 1), {b, prompt}, DType::i64, dev);
@@ -200,6 +200,7 @@ double decoder_vs_ops(const nn::MambaLM& m, int64_t b, int64_t prompt, int64_t s
   o.gemv = gemv;
   o.pdl = pdl;
   o.mma = mma;
+  o.conv_xproj = conv_xproj;
   nn::Decoder dec(m, b, o);
   if (!dev.is_cuda()) CHECK_FALSE(dec.pdl());
   CHECK(dec.graphed() == (graph && dev.is_cuda()));
@@ -274,6 +275,8 @@ TEST_CASE("decode: the Decoder equals MambaLM::prefill/step on the CPU (f64, f32
   CHECK(decoder_vs_ops(m32, 2, 4, 5, true) < 1e-5);
   nn::MambaLM mbf(small_lm(DType::f32, DType::bf16), 3);
   CHECK(decoder_vs_ops(mbf, 2, 4, 5, true) < 1e-2);
+  // Above batch 8 with the conv + x_proj option (the ops on the CPU).
+  CHECK(decoder_vs_ops(m32, 9, 3, 3, true, true, true, true, /*conv_xproj=*/true) < 1e-5);
   // Both paths are the same math on the CPU (the ops one by one).
   CHECK(decoder_vs_ops(m64, 2, 3, 4, true, /*gemv=*/false) < 1e-10);
   CHECK(decoder_vs_ops(mbf, 9, 2, 3, true) < 1e-2);  // past the GEMV batch limit
@@ -581,7 +584,11 @@ TEST_CASE("decode: graph-replayed Decoder on the GPU equals MambaLM::step (f32, 
     CHECK(decoder_vs_ops(m32bf, b, 4, 4, true) < 1e-2);
     CHECK(decoder_vs_ops(m32bf, b, 3, 3, false, true, /*pdl=*/false) < 1e-2);
     CHECK(decoder_vs_ops(m32bf, b, 3, 3, true, true, true, /*mma=*/false) < 1e-2);
+    // The conv step and x_proj in one cluster kernel (decode_conv_xproj).
+    CHECK(decoder_vs_ops(m32bf, b, 4, 4, true, true, true, true, /*conv_xproj=*/true) < 1e-2);
+    CHECK(decoder_vs_ops(m32bf, b, 3, 3, false, true, false, false, /*conv_xproj=*/true) < 1e-2);
   }
+  CHECK(decoder_vs_ops(m32, 64, 3, 4, true, true, true, true, /*conv_xproj=*/true) < 1e-5);
   // Replaying the graph runs the very launches of the eager step: identical
   // logits and greedy tokens.
   const int64_t b = 3;

@@ -21,6 +21,17 @@ TEST_CASE("random: same seed, same numbers; generator advances") {
   CHECK(randn({64}).to_vector() == p.to_vector());
 }
 
+TEST_CASE("random: empty shapes draw nothing and leave the generator alone") {
+  Generator g{7, 0};
+  for (DType dt : {DType::f32, DType::bf16, DType::f64}) {
+    CHECK(rand({3, 8, 0}, dt, Device::cpu(), &g).numel() == 0);
+    CHECK(randn({0, 5}, dt, Device::cpu(), &g).numel() == 0);
+  }
+  CHECK(randint(0, 9, {4, 0}, DType::i64, Device::cpu(), &g).numel() == 0);
+  CHECK(g.offset == 0);
+  CHECK(Tensor::empty({2, 0, 3}, DType::f32, Device::cpu()).is_contiguous());
+}
+
 TEST_CASE("random: moments and ranges") {
   Generator g{7, 0};
   auto u = rand({100000}, DType::f64, Device::cpu(), &g, -2, 3).to_vector();

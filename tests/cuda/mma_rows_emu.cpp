@@ -18,69 +18,6 @@
 
 #include "cuda/mma_rows_kernel.cuh"
 
-namespace coil::cuda {
-void pdl_wait() {}
-void pdl_trigger() {}
-}  // namespace coil::cuda
-
-namespace coil::cuda::mma_kernel {
-
-unsigned char* smem_base() { return reinterpret_cast<unsigned char*>(emu::g_smem.data()); }
-void cp_async16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
-void cp_async_commit() {}
-void cp_async_wait_all() {}
-
-namespace {
-struct MmaLane {
-  float* d;
-  unsigned a[4], b[2];
-};
-template <class T> float half_at(unsigned reg, int which) {
-  T t;
-  t.bits = uint16_t(which ? reg >> 16 : reg & 0xffffu);
-  return load_as<float, T>(t);
-}
-// m16n8k16 as the PTX ISA documents it: lane = 4 g + t. A element (row,
-// col): register 0 (g, 2t..2t+1), 1 (g+8, 2t..), 2 (g, 2t+8..), 3 (g+8,
-// 2t+8..), the lower column in the low half. B (k, n): register 0 (2t..2t+1,
-// g), 1 (2t+8.., g). C/D: d0, d1 (g, 2t..2t+1), d2, d3 (g+8, 2t..2t+1).
-template <class T> void mma_all(void* const* lanes) {
-  float A[16][16], B[16][8], C[16][8];
-  for (int l = 0; l < 32; ++l) {
-    const MmaLane& m = *static_cast<const MmaLane*>(lanes[l]);
-    const int g = l / 4, t = l % 4;
-    for (int h = 0; h < 2; ++h) {
-      A[g][2 * t + h] = half_at<T>(m.a[0], h);
-      A[g + 8][2 * t + h] = half_at<T>(m.a[1], h);
-      A[g][2 * t + 8 + h] = half_at<T>(m.a[2], h);
-      A[g + 8][2 * t + 8 + h] = half_at<T>(m.a[3], h);
-      B[2 * t + h][g] = half_at<T>(m.b[0], h);
-      B[2 * t + 8 + h][g] = half_at<T>(m.b[1], h);
-      C[g][2 * t + h] = m.d[h];
-      C[g + 8][2 * t + h] = m.d[2 + h];
-    }
-  }
-  for (int l = 0; l < 32; ++l) {
-    const MmaLane& m = *static_cast<const MmaLane*>(lanes[l]);
-    const int g = l / 4, t = l % 4;
-    for (int h = 0; h < 2; ++h)
-      for (int r = 0; r < 2; ++r) {
-        const int row = g + 8 * r, col = 2 * t + h;
-        float s = C[row][col];
-        for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
-        m.d[2 * r + h] = s;
-      }
-  }
-}
-}  // namespace
-
-template <class T> void mma16816(float* d, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
-  MmaLane m{d, {a0, a1, a2, a3}, {b0, b1}};
-  emu::warp_collective(&mma_all<T>, &m);
-}
-
-}  // namespace coil::cuda::mma_kernel
-
 namespace {
 
 using namespace coil::cuda::mma_kernel;

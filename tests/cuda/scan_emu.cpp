@@ -22,7 +22,7 @@
 #include "ops/cpu/selective_scan.h"
 
 namespace coil::cuda::scan {
-float4* dyn_smem() { return emu::g_smem.data(); }
+float4* dyn_smem() { return emu::smem(); }
 }  // namespace coil::cuda::scan
 // The two host entry points of the .cu files that the emulation needs (one-liners there too).
 int64_t coil::cuda::scan_num_chunks(int64_t len) { return scan::num_tiles(len); }
