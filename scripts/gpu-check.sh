@@ -52,6 +52,11 @@ if [ "$mode" = bench ]; then
   done
   ./coil bench step --config configs/mamba-370m.yaml --micro-batch 16 2>&1 | tail -2 | tee -a "$out/bench.log"
   ./coil bench generate --config configs/mamba-130m.yaml --batch 1,64 2>&1 | tee -a "$out/bench.log"
+  # Batch 64 with the decode options that are off by default (A/B on the same machine).
+  for opt in "COIL_DECODE_MMA=1" "COIL_DECODE_CONV_XPROJ=1" "COIL_DECODE_MMA=1 COIL_DECODE_CONV_XPROJ=1"; do
+    echo "== $opt" | tee -a "$out/bench.log"
+    env $opt ./coil bench generate --config configs/mamba-130m.yaml --batch 64 2>&1 | tee -a "$out/bench.log"
+  done
 fi
 
 echo
