@@ -23,6 +23,7 @@
 #endif
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "core/dtype.h"
 #include "core/half.h"
@@ -53,6 +54,15 @@ float4* dyn_smem();  // host emulation
 
 // Host helpers.
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// Whether the kernels prefetch the next tile into L2 (prefetch_tile below);
+// COIL_SCAN_PREFETCH=0 in the environment turns it off (an A/B switch).
+inline bool scan_prefetch_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("COIL_SCAN_PREFETCH");
+    return !(e && e[0] == '0' && e[1] == 0);
+  }();
+  return on;
+}
 
 // Where row (b, d) of a (batch, dim, len) tensor starts: batch and channel
 // strides in elements, time contiguous.
@@ -256,6 +266,56 @@ __device__ __forceinline__ void stage_u_dt(const IO* u, const IO* delta, Layout 
     for (int i = 0; i < V; i += 4) {
       if (u_s) *reinterpret_cast<float4*>(u_s + cc * kRow + j * V + i) = make_float4(uv[i], uv[i + 1], uv[i + 2], uv[i + 3]);
       *reinterpret_cast<float4*>(dt_s + cc * kRow + j * V + i) = make_float4(dv[i], dv[i + 1], dv[i + 2], dv[i + 3]);
+    }
+  }
+}
+
+// An L2 prefetch of the 128-byte line holding base[i]: a hint with no
+// effect on what any load returns. (The host emulation checks that i lies
+// inside the tensor that starts at base.)
+#if !defined(__CUDA_ARCH__)
+void prefetch_hook(const void* base, int64_t byte_offset);
+#endif
+template <class T> __device__ __forceinline__ void prefetch_line(const T* base, int64_t i) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(base + i));
+#else
+  prefetch_hook(base, i * int64_t(sizeof(T)));
+#endif
+}
+
+// The rows a block reads for the tile at t0, pulled into L2 while it
+// computes the tile before: its 32 channels' u, delta and z (and dout; each
+// may be null) and the selective B, C rows of every state (null when not
+// selective). The next staging then waits on L2 hits instead of DRAM round
+// trips, at one or two instructions a thread and no registers or shared
+// memory held. Each row's tile is kT elements: its first line, its last
+// element's line and the lines between. Tiles at or past L are skipped.
+template <class IO, class BC>
+__device__ __forceinline__ void prefetch_tile(const IO* u, const IO* delta, Layout dl, const IO* z, Layout zl,
+                                              const IO* dout, const BC* B, const BC* C, int64_t b, int64_t d0,
+                                              int64_t dim, int64_t N, int64_t L, int64_t t0, int tid) {
+  if (t0 >= L) return;
+  const int64_t last = (t0 + kT < L ? t0 + kT : L) - 1;  // the tile's last element
+  constexpr int kIoPer = 128 / int(sizeof(IO)), kBcPer = 128 / int(sizeof(BC));  // elements a line
+  constexpr int kIoLines = kT / kIoPer + 1, kBcLines = kT / kBcPer + 1;
+  const int io_items = 4 * kCh * kIoLines, bc_items = 2 * int(N) * kBcLines;
+#pragma unroll 1
+  for (int i = tid; i < io_items + bc_items; i += kThreads) {
+    if (i < io_items) {
+      const int line = i % kIoLines, row = i / kIoLines, which = row / kCh;
+      const int64_t d = d0 + row % kCh;
+      const IO* base = which == 0 ? u : which == 1 ? delta : which == 2 ? z : dout;
+      if (base == nullptr || d >= dim) continue;
+      const int64_t start = which == 1 ? dl.at(b, d) : which == 2 ? zl.at(b, d) : (b * dim + d) * L;
+      const int64_t t = t0 + int64_t(line) * kIoPer;
+      prefetch_line(base, start + (t < last ? t : last));
+    } else {
+      const int k = i - io_items, line = k % kBcLines, row = k / kBcLines;
+      const BC* base = row % 2 == 0 ? B : C;
+      if (base == nullptr) continue;
+      const int64_t t = t0 + int64_t(line) * kBcPer;
+      prefetch_line(base, (b * N + row / 2) * L + (t < last ? t : last));
     }
   }
 }

@@ -12,7 +12,7 @@ struct FwdArgs {
   int n_rounds, n_tiles;
   SegPlan seg;
   Layout dl, zl;  // delta's and z's rows
-  bool has_D, has_z, has_bias, softplus, vec_io, vec_bc;
+  bool has_D, has_z, has_bias, softplus, vec_io, vec_bc, prefetch;
   const void *u, *delta, *B, *C, *z;
   const float *A, *D, *bias, *h0;
   void* out;
@@ -111,6 +111,10 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(const __gr
 
   for (int k = k0; k < k1; ++k) {
     const int64_t t0 = int64_t(k) * kT;
+    // The next tile's inputs into L2 while this one is staged and computed.
+    if (a.prefetch && k + 1 < k1)
+      prefetch_tile<IO, BC>(u, delta, a.dl, a.has_z ? z : nullptr, a.zl, nullptr, kVarB ? Bp : nullptr,
+                            kVarC ? Cp : nullptr, b, d0, dim, N, L, t0 + kT, tid);
     // ---- stage u and dt (zero past len and for channels past dim: the
     // padded steps then leave the state unchanged).
     stage_u_dt<IO>(u, delta, a.dl, a.bias, a.softplus, a.vec_io, b, d0, dim, L, t0, tid, u_s, dt_s);
@@ -210,6 +214,7 @@ inline FwdArgs make_fwd_args(const ScanParams& p, const SegPlan& s, float* ws) {
   a.n_rounds = int((p.dstate + kRound - 1) / kRound);
   a.n_tiles = int(num_tiles(p.len));
   a.has_D = p.has_D, a.has_z = p.has_z, a.has_bias = p.has_delta_bias, a.softplus = p.softplus;
+  a.prefetch = scan_prefetch_enabled();
   const int vio = int(16 / element_size(p.io)), vbc = int(16 / element_size(p.bc));
   a.dl = layout_of(p.delta_strides, p.dim, p.len), a.zl = layout_of(p.z_strides, p.dim, p.len);
   a.vec_io = p.len % vio == 0 && aligned16(p.u) && aligned16(p.delta) && aligned16(p.out) &&

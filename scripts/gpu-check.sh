@@ -47,6 +47,8 @@ fi
 if [ "$mode" = bench ]; then
   ./coil bench all 2>&1 | tee "$out/bench.log"
   ./coil_scan_parity --bench 2>&1 | tail -8 | tee -a "$out/bench.log"
+  echo "== COIL_SCAN_PREFETCH=0" | tee -a "$out/bench.log"
+  COIL_SCAN_PREFETCH=0 ./coil bench scan 2>&1 | tee -a "$out/bench.log"
   for b in 32 16; do
     ./coil bench step --config configs/mamba-130m.yaml --micro-batch "$b" 2>&1 | tail -2 | tee -a "$out/bench.log"
   done

@@ -21,8 +21,19 @@
 #include "cuda/selective_scan_seg_kernel.cuh"
 #include "ops/cpu/selective_scan.h"
 
+namespace {
+std::vector<std::pair<const char*, const char*>> g_inputs;
+}  // namespace
 namespace coil::cuda::scan {
 float4* dyn_smem() { return emu::smem(); }
+// A prefetch outside the tensor it names is a bug even though it reads nothing.
+void prefetch_hook(const void* base, int64_t byte_offset) {
+  const char* c = static_cast<const char*>(base);
+  for (const auto& r : g_inputs)
+    if (c == r.first && byte_offset >= 0 && c + byte_offset < r.second) return;
+  std::fprintf(stderr, "emu: prefetch outside its input (byte offset %lld)\n", (long long)byte_offset);
+  std::exit(3);
+}
 }  // namespace coil::cuda::scan
 // The two host entry points of the .cu files that the emulation needs (one-liners there too).
 int64_t coil::cuda::scan_num_chunks(int64_t len) { return scan::num_tiles(len); }
@@ -78,9 +89,31 @@ template <bool kBwd> void emu_seg(const ScanParams& p, const SegArgs& a) {
   });
 }
 
+// The inputs a kernel may prefetch (prefetch_tile), as [begin, end) byte
+// ranges in g_inputs.
+void set_inputs(const ScanParams& p, const void* dout) {
+  g_inputs.clear();
+  const int64_t es = int64_t(coil::element_size(p.io)), bs = int64_t(coil::element_size(p.bc));
+  auto add = [](const void* base, int64_t bytes) {
+    if (base) g_inputs.emplace_back(static_cast<const char*>(base), static_cast<const char*>(base) + bytes);
+  };
+  auto extent = [&](const int64_t* st) {  // elements spanned by a (batch, dim, len) view
+    const Layout l = layout_of(st, p.dim, p.len);
+    return (p.batch - 1) * l.sb + (p.dim - 1) * l.sd + p.len;
+  };
+  const int64_t rows = p.batch * p.dim * p.len;
+  add(p.u, rows * es);
+  add(p.delta, extent(p.delta_strides) * es);
+  if (p.has_z) add(p.z, extent(p.z_strides) * es);
+  add(dout, rows * es);
+  add(p.B, (p.var_B ? p.batch * p.dstate * p.len : p.dim * p.dstate) * bs);
+  add(p.C, (p.var_C ? p.batch * p.dstate * p.len : p.dim * p.dstate) * bs);
+}
+
 // Mirrors selective_scan_fwd / selective_scan_bwd with emulated launches.
 void emu_fwd(const ScanParams& p) {
   if (p.batch == 0 || p.dim == 0) return;
+  set_inputs(p, nullptr);
   const SegPlan plan = p.len > 0 ? emu_fwd_plan(p) : SegPlan{};
   std::vector<float> ws(size_t(fwd_ws_floats(p, plan)) + 4, NAN);
   const FwdArgs a = make_fwd_args(p, plan, ws.data());
@@ -95,6 +128,7 @@ void emu_bwd(const ScanParams& p, const ScanGrads& g) {
   const bool work = p.batch > 0 && p.dim > 0 && p.len > 0;
   const SegPlan plan = emu_bwd_plan(p);
   if (work) {
+    set_inputs(p, g.dout);
     const BwdArgs a = make_bwd_args(p, g, plan);
     if (plan.n_seg > 1) emu_seg<true>(p, make_seg_args(p, plan, true, g.dout, a.seg_g, a.seg_dt));
     dispatch(p, [&]<class IO, class BC, bool VB, bool VC>() {
