@@ -165,6 +165,10 @@ __global__ void ssm_step_vec_kernel(SsmStepArgs a, bool dt_vec) {
   const float Dd = a.D ? a.D[d] : 0.f, bias = a.dt_bias ? a.dt_bias[d] : 0.f;
   const T* dt_w = static_cast<const T*>(a.dt_w);
   if (dt_w && j == 0) prefetch_l2(dt_w + d * a.dt_rank);
+  // The lane's state vector into L2 while the previous kernel drains (a
+  // hint, as pdl.cuh allows before the wait): the state load after it is
+  // then an L2 hit for the blocks resident early.
+  prefetch_l2(a.state + i * a.dstate + 4 * j);
   pdl_wait();
   pdl_trigger();
   float* hp = a.state + i * a.dstate + 4 * j;
