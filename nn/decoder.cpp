@@ -234,7 +234,7 @@ void Decoder::run_step() {
     AddNormResult nr = decode_add_rms_norm(hidden, residual, norm_f_w_, norm_f_eps_, res32, c, normed_, res_out);
     bind(normed_, nr.y);
     bind(res_out, nr.residual);
-    copy_(logits_, linear(nr.y, head_w_));
+    linear_into(nr.y, head_w_, logits_);  // the GEMM writes the logits buffer: no copy
   }
   if (opt_.greedy) argmax_rows_(logits_, opt_.vocab_limit, tokens_);
 }

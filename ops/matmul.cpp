@@ -190,4 +190,22 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return bias.defined() ? add(y, bias) : y;
 }
 
+void linear_into(const Tensor& x, const Tensor& w, const Tensor& out) {
+  const char* op = "linear_into";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, w, "w");
+  detail::check_defined(op, out, "out");
+  detail::check_rank(op, x, "x", 2);
+  detail::check_rank(op, w, "w", 2);
+  detail::check_same_device(op, {x, w, out});
+  detail::check_same_dtype(op, {x, w, out});
+  COIL_CHECK(is_floating(x.dtype()), op, ": expected floating tensors, got ", x.desc());
+  COIL_CHECK(w.size(1) == x.size(1), op, ": w ", w.desc(), " does not match x ", x.desc());
+  detail::check_shape(op, out, "out", {x.size(0), w.size(0)});
+  COIL_CHECK(out.is_contiguous(), op, ": out must be contiguous, got strides of ", out.desc());
+  Tensor o = out.detach();
+  const int64_t m = x.size(0), n = w.size(0);
+  bmm_into(as3d(x.detach(), 1), as3d(t_last(w.detach()), 1), o.as_strided({1, m, n}, {m * n, n, 1}, o.offset()), 0.0);
+}
+
 }  // namespace coil

@@ -100,3 +100,27 @@ TEST_CASE("matmul backward: a weight broadcast over a batch, and gradients in th
   backward(sum(linear(yb.transpose(1, 2), wl)));
   CHECK(yb.grad().is_contiguous());
 }
+
+TEST_CASE("linear_into: equals linear, in place of a given buffer; bad operands name the operand") {
+  Generator g{fresh_seed(), 0};
+  std::vector<Device> devs = {Device::cpu()};
+  if (cuda_available()) devs.push_back(Device::cuda());
+  for (Device dev : devs)
+    for (DType dt : {DType::f32, DType::bf16}) {
+      CAPTURE(dev.str());
+      CAPTURE(dtype_name(dt));
+      Tensor x = rand({9, 40}, DType::f32, dev, &g).to(dt), w = rand({37, 40}, DType::f32, dev, &g).to(dt);
+      Tensor out = full({9, 37}, NAN, dt, dev);
+      const void* p = out.data_ptr();
+      linear_into(x, w, out);
+      CHECK(out.data_ptr() == p);
+      CHECK(rel_err(out.to(DType::f32), linear(x, w).to(DType::f32)) == 0);  // the same GEMM
+    }
+  Tensor x = rand({9, 40}, DType::f32, Device::cpu(), &g), w = rand({37, 40}, DType::f32, Device::cpu(), &g);
+  CHECK_THROWS_WITH(linear_into(x, w, zeros({9, 36}, DType::f32)), doctest::Contains("linear_into: out"));
+  CHECK_THROWS_WITH(linear_into(x, rand({37, 41}, DType::f32, Device::cpu(), &g), zeros({9, 37}, DType::f32)),
+                    doctest::Contains("does not match x"));
+  CHECK_THROWS_WITH(linear_into(x, w, transpose(zeros({37, 9}, DType::f32), 0, 1)),
+                    doctest::Contains("out must be contiguous"));
+  CHECK_THROWS(linear_into(x, w, zeros({9, 37}, DType::f64)));
+}
