@@ -68,9 +68,19 @@ __device__ __forceinline__ void conv_finish(const ConvStepArgs& a, int64_t c, T 
 // One thread per (b, c).
 template <class T>
 __global__ void conv_step_kernel(ConvStepArgs a) {
+  const int64_t n = a.batch * a.dim;
+  {
+    // The first item's state and taps into L2 while the previous kernel
+    // drains: the state's only writer is this kernel at the previous token,
+    // the taps are parameters.
+    // One prefetch a line: by the thread whose item starts in it.
+    const int64_t i0 = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t sb = (a.width - 1) * int64_t(sizeof(T)), wb = a.width * int64_t(sizeof(float));
+    if (i0 < n && sb > 0 && (i0 * sb) % 128 < sb) prefetch_l2(static_cast<const T*>(a.state) + i0 * (a.width - 1));
+    if (i0 < n && ((i0 % a.dim) * wb) % 128 < wb) prefetch_l2(a.w + (i0 % a.dim) * a.width);
+  }
   pdl_wait();
   pdl_trigger();
-  const int64_t n = a.batch * a.dim;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = i / a.dim, c = i - b * a.dim;
     conv_one<T>(a, b, c, static_cast<const T*>(a.x)[b * a.x_row + c]);
@@ -426,6 +436,9 @@ template <class T>
 __global__ void add_rms_norm_kernel(NormPrologue p, int64_t K, T* y) {
   extern __shared__ float4 xs4[];
   float* xs = reinterpret_cast<float*>(xs4);
+  // The norm weight (a parameter: no kernel of the step writes it) into L2
+  // while the previous kernel drains, a 128-byte line a thread.
+  if (int64_t(threadIdx.x) * 32 < K) prefetch_l2(p.weight + int64_t(threadIdx.x) * 32);
   pdl_wait();
   pdl_trigger();
   const int64_t m = blockIdx.x;
