@@ -380,35 +380,48 @@ TEST_CASE("decode: argmax_rows_ on the GPU equals the CPU") {
   CHECK(out.to_vector() == std::vector<double>{1, 1, 0});
 }
 
+namespace {
+// A decode linear path (`fn`: decode_linear or decode_linear_mma) on the
+// GPU against linear in f32 at one shape: x a column slice of a wider
+// tensor starting at column `slice_at` when s.slice, the result into a
+// NaN-poisoned buffer, then again without one (the same bits).
+struct LinearCase {
+  int64_t m, n, k;
+  bool bias, slice;
+};
+template <class Fn> void gpu_linear_case(Fn fn, LinearCase s, DType dt, int64_t slice_at, Generator& g) {
+  CAPTURE(s.m);
+  CAPTURE(s.n);
+  CAPTURE(s.k);
+  CAPTURE(dtype_name(dt));
+  Tensor wide_x = input({s.m, s.k + (s.slice ? 2 * slice_at : 0)}, dt, Device::cuda(), g);
+  Tensor x = narrow(wide_x, 1, s.slice ? slice_at : 0, s.k);
+  Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
+  Tensor want = linear(wide(x), wide(w), wide(b));
+  Tensor out = Tensor::empty({s.m, s.n}, dt, Device::cuda());  // NaN-poisoned
+  Tensor got = fn(x, w, b, out);
+  CHECK(got.data_ptr() == out.data_ptr());
+  CHECK(got.dtype() == dt);
+  CHECK(rel_err(wide(got), want) < tol(dt));
+  CHECK(fn(x, w, b, Tensor()).to_vector() == got.to_vector());  // deterministic
+}
+}  // namespace
+
 TEST_CASE("decode: decode_linear (the small-batch GEMV) on the GPU equals linear (f32, bf16)") {
   if (skip_without_gpu()) return;
   Generator g{fresh_seed(), 0};
   NoGradGuard ng;
   Poison poison;
-  struct S {
-    int64_t m, n, k;
-    bool bias, slice;
-  };
   // Aligned K (16-byte loads) and odd K (scalar loads); N across the
   // warps-per-row choices; x as a column slice of a wider tensor.
   // M > 8 runs as row tiles of 8 (the last one partial).
-  for (S s : {S{1, 3072, 768, false, false}, S{3, 80, 1536, false, true}, S{8, 768, 1536, true, false},
-              S{5, 37, 37, true, true}, S{1, 50280, 768, false, false}, S{2, 513, 40, false, true},
-              S{9, 10, 16, false, false}, S{64, 80, 1536, false, true}, S{64, 768, 1536, true, false},
-              S{37, 37, 37, true, true}, S{17, 513, 40, false, false}})
-    for (DType dt : {DType::f32, DType::bf16}) {
-      CAPTURE(s.m);
-      CAPTURE(s.n);
-      CAPTURE(s.k);
-      CAPTURE(dtype_name(dt));
-      Tensor wide_x = input({s.m, s.k + (s.slice ? 11 : 0)}, dt, Device::cuda(), g);
-      Tensor x = narrow(wide_x, 1, s.slice ? 3 : 0, s.k);
-      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
-      Tensor want = linear(wide(x), wide(w), wide(b));
-      Tensor got = decode_linear(x, w, b);
-      CHECK(got.dtype() == dt);
-      CHECK(rel_err(wide(got), want) < tol(dt));
-    }
+  for (LinearCase s : {LinearCase{1, 3072, 768, false, false}, LinearCase{3, 80, 1536, false, true},
+                       LinearCase{8, 768, 1536, true, false}, LinearCase{5, 37, 37, true, true},
+                       LinearCase{1, 50280, 768, false, false}, LinearCase{2, 513, 40, false, true},
+                       LinearCase{9, 10, 16, false, false}, LinearCase{64, 80, 1536, false, true},
+                       LinearCase{64, 768, 1536, true, false}, LinearCase{37, 37, 37, true, true},
+                       LinearCase{17, 513, 40, false, false}})
+    for (DType dt : {DType::f32, DType::bf16}) gpu_linear_case(decode_linear, s, dt, /*slice_at=*/3, g);
 }
 
 TEST_CASE("decode: decode_linear_mma equals linear on the CPU; bad operands name the operand") {
@@ -436,35 +449,17 @@ TEST_CASE("decode: decode_linear_mma (tensor-core rows) on the GPU equals linear
   Generator g{fresh_seed(), 0};
   NoGradGuard ng;
   Poison poison;
-  struct S {
-    int64_t m, n, k;
-    bool bias, slice;
-  };
   // mamba-130m's projections at batch 64 (in_proj: 32-row blocks; x_proj,
   // out_proj: 16-row blocks), odd M and N, one and two 64-row tiles, x as a
-  // column slice of a wider tensor (row stride a multiple of 8), K from one
-  // 32-wide block to several a warp; K = 40 and a misaligned slice take the
+  // column slice of a wider tensor (at column 8: rows stay 16-byte
+  // aligned), K from one 32-wide block to several a warp; K = 40 takes the
   // fallback (linear).
-  for (S s : {S{64, 3072, 768, false, false}, S{64, 80, 1536, false, true}, S{64, 768, 1536, false, false},
-              S{9, 37, 32, true, false}, S{33, 70, 96, false, true}, S{65, 16, 128, true, false},
-              S{130, 200, 256, true, false}, S{17, 24, 480, false, false}, S{12, 50, 40, false, false}})
-    for (DType dt : {DType::bf16, DType::f16}) {
-      CAPTURE(s.m);
-      CAPTURE(s.n);
-      CAPTURE(s.k);
-      CAPTURE(dtype_name(dt));
-      Tensor wide_x = input({s.m, s.k + (s.slice ? 16 : 0)}, dt, Device::cuda(), g);
-      Tensor x = narrow(wide_x, 1, s.slice ? 8 : 0, s.k);
-      Tensor w = input({s.n, s.k}, dt, Device::cuda(), g), b = s.bias ? input({s.n}, dt, Device::cuda(), g) : Tensor();
-      Tensor want = linear(wide(x), wide(w), wide(b));
-      Tensor out = Tensor::empty({s.m, s.n}, dt, Device::cuda());  // NaN-poisoned
-      Tensor got = decode_linear_mma(x, w, b, out);
-      CHECK(got.data_ptr() == out.data_ptr());
-      CHECK(rel_err(wide(got), want) < tol(dt));
-      // Deterministic: the same bits again.
-      Tensor again = decode_linear_mma(x, w, b);
-      CHECK(again.to_vector() == got.to_vector());
-    }
+  for (LinearCase s : {LinearCase{64, 3072, 768, false, false}, LinearCase{64, 80, 1536, false, true},
+                       LinearCase{64, 768, 1536, false, false}, LinearCase{9, 37, 32, true, false},
+                       LinearCase{33, 70, 96, false, true}, LinearCase{65, 16, 128, true, false},
+                       LinearCase{130, 200, 256, true, false}, LinearCase{17, 24, 480, false, false},
+                       LinearCase{12, 50, 40, false, false}})
+    for (DType dt : {DType::bf16, DType::f16}) gpu_linear_case(decode_linear_mma, s, dt, /*slice_at=*/8, g);
 }
 
 TEST_CASE("decode: decode_linear_conv (GEMV + conv step in one kernel) on the GPU equals linear then the conv step") {
