@@ -3,6 +3,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "core/cuda_context.h"
 #include "core/error.h"
 
@@ -12,6 +14,9 @@ inline cudaStream_t stream_of(int device) { return static_cast<cudaStream_t>(cud
 
 // After every launch: a bad configuration shows up here, not at the next sync.
 #define COIL_CUDA_LAUNCH_CHECK() COIL_CUDA_CHECK(cudaGetLastError())
+
+// Whether p may be read or written with 16-byte vector accesses.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 inline unsigned grid_for(int64_t work, int threads, int64_t cap = 1 << 20) {
   int64_t g = (work + threads - 1) / threads;

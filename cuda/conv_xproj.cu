@@ -10,11 +10,6 @@
 
 namespace coil::cuda {
 
-namespace {
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-}  // namespace
-
 using namespace conv_xproj_impl;
 
 bool conv_xproj_supported(const ConvXprojArgs& a) {

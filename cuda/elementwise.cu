@@ -119,8 +119,6 @@ template <class T> struct ConstF {
   __device__ T operator()(T) const { return v; }
 };
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 template <class TO, class TI, int NIn, class F>
 void launch_map(const Strided* const (&ops)[NIn + 1], F f, int device) {
   Geometry<NIn + 1> g = merge<NIn + 1>(ops);

@@ -13,8 +13,6 @@ namespace {
 
 constexpr size_t kMaxSmem = 200 * 1024;
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Weight rows per block, 16 MT: 32 where that still gives about two thirds
 // of a wave of blocks (mamba-130m's in_proj: 96 blocks), else 16 (out_proj:
 // 48 blocks of 16 instead of 24 of 32: the weight stream needs SMs).

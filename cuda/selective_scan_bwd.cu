@@ -60,7 +60,7 @@ void selective_scan_bwd(const ScanParams& p, const ScanGrads& gr, void* stream) 
   const size_t need = scan_bwd_workspace_bytes(p);
   COIL_CHECK(gr.workspace_bytes >= need && (need == 0 || gr.workspace), "selective_scan_bwd: workspace too small (need ",
              need, " bytes, got ", gr.workspace_bytes, ")");
-  COIL_CHECK(aligned16(gr.workspace), "selective_scan_bwd: workspace must be 16-byte aligned");
+  COIL_CHECK(scan::aligned16(gr.workspace), "selective_scan_bwd: workspace must be 16-byte aligned");
   // Selective dB, dC are (batch, dstate, len): empty, and possibly null, at len 0.
   COIL_CHECK(gr.dA && (gr.dB || (p.var_B && p.len == 0)) && (gr.dC || (p.var_C && p.len == 0)),
              "selective_scan_bwd: dA, dB and dC are required");

@@ -52,7 +52,8 @@ __device__ __forceinline__ float4* dyn_smem() {
 float4* dyn_smem();  // host emulation
 #endif
 
-// Host helpers.
+// Host helpers (this header also compiles without CUDA, for the emulator,
+// so it keeps its own copy of cuda/common.cuh's aligned16).
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 // Whether the kernels prefetch the next tile into L2 (prefetch_tile below);
 // COIL_SCAN_PREFETCH=0 in the environment turns it off (an A/B switch).

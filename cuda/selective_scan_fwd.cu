@@ -60,7 +60,7 @@ void selective_scan_fwd(const ScanParams& p, void* stream) {
              "selective_scan_fwd: a required buffer is null");
   const SegPlan plan = p.len > 0 ? fwd_plan(p) : SegPlan{};
   float* ws = static_cast<float*>(p.fwd_workspace);
-  COIL_CHECK(plan.n_seg == 1 || (ws && aligned16(ws)),
+  COIL_CHECK(plan.n_seg == 1 || (ws && scan::aligned16(ws)),
              "selective_scan_fwd: the workspace (scan_fwd_workspace_bytes) is missing or not 16-byte aligned");
   const FwdArgs a = make_fwd_args(p, plan, ws);
   const dim3 grid(unsigned((p.dim + kCh - 1) / kCh), unsigned(p.batch), unsigned(plan.n_seg));

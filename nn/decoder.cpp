@@ -18,6 +18,14 @@ namespace coil::nn {
 
 namespace {
 
+// An A/B switch from the environment: unset or empty -> `fallback`, "0" ->
+// off, anything else -> on.
+bool env_switch(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return fallback;
+  return std::string(e) != "0";
+}
+
 Tensor owned(const Tensor& t, DType dt) {
   // A contiguous copy (or the tensor itself when it already fits) with no
   // history: the step must not re-cast or re-layout anything per token.
@@ -80,15 +88,12 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, const DecoderOptions& opt)
   int64_t proj_max = kGemvProjMaxBatch;
   if (const char* e = std::getenv("COIL_DECODE_GEMV_MAX_BATCH"); e && *e) proj_max = std::atoll(e);
   gemv_proj_ = opt_.gemv && batch <= proj_max;
-  const char* mma_env = std::getenv("COIL_DECODE_MMA");
-  const bool mma_on = mma_env && *mma_env ? std::string(mma_env) != "0" : opt_.mma;
-  const char* cx_env = std::getenv("COIL_DECODE_CONV_XPROJ");
-  conv_xproj_ = !gemv_ && (cx_env && *cx_env ? std::string(cx_env) != "0" : opt_.conv_xproj);
-  mma_proj_ = dev.is_cuda() && mma_on && !gemv_proj_ && (c == DType::bf16 || c == DType::f16);
+  conv_xproj_ = !gemv_ && env_switch("COIL_DECODE_CONV_XPROJ", opt_.conv_xproj);
+  mma_proj_ = dev.is_cuda() && env_switch("COIL_DECODE_MMA", opt_.mma) && !gemv_proj_ &&
+              (c == DType::bf16 || c == DType::f16);
   // COIL_DECODE_PDL=0 turns PDL off without a rebuild (an A/B switch for
   // the launches, whatever the options say).
-  const char* pdl_env = std::getenv("COIL_DECODE_PDL");
-  pdl_ = dev.is_cuda() && opt_.pdl && !(pdl_env && std::string(pdl_env) == "0");
+  pdl_ = dev.is_cuda() && opt_.pdl && env_switch("COIL_DECODE_PDL", true);
   if (dev.is_cuda() && opt_.cuda_graph) {
     // One eager step first: lazily created library state (the cuBLASLt
     // handle and workspace) must exist before the capture, not inside it.
